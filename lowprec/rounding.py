@@ -1,0 +1,321 @@
+"""Bit-exact encode / decode / quantize for every ``FloatFormat``, vectorised in torch.
+
+Numerical contract
+------------------
+* The input (float16, bfloat16, float32, float64 or any torch float8) is widened to float64 exactly,
+  then rounded **once**, in integer arithmetic on its significand, to the target format: there is no
+  double rounding through an intermediate format.
+* Rounding modes (``ROUNDINGS``): ``rne`` nearest, ties to the even code; ``rna`` nearest, ties away
+  from zero (microxcaling's element rounding, ml_dtypes' E8M0 cast); ``rtz`` toward zero; ``rup``
+  toward +inf; ``rdown`` toward -inf; ``rto`` round to odd (an inexact result takes the odd code of its
+  two neighbours); ``stochastic``: with ``n = sr_bits`` uniform random bits ``u`` per element, the
+  fraction ``f`` of an ulp that was cut is rounded to n bits (nearest-even) giving ``t``; the result
+  rounds away from zero iff ``t + u >= 2^n``, so P(away) = t / 2^n. The same rule as gfloat's
+  ``RoundMode.Stochastic``, and bit for bit the same given the same ``u``.
+* "Even"/"odd" refer to the **code's** last bit, so for E8M0 (no mantissa) ties go to the even exponent.
+* Overflow (IEEE 754 rules): a finite value whose rounded magnitude exceeds ``max`` becomes ``max``
+  when the mode rounds toward zero for its sign (``rtz``; ``rdown`` for positives; ``rup`` for
+  negatives) or when ``saturate=True``; otherwise Inf, or NaN in formats without Inf (E4M3: 464 -> 448
+  under RNE but 465 -> NaN). Formats with neither Inf nor NaN (E2M3, E3M2, E2M1) always saturate.
+* Inf in: ``saturate`` -> +-max; else Inf, else NaN, else (finite formats) +-max.
+* NaN in: the format's canonical NaN (sign kept where the format has signed NaNs); a ``ValueError`` for
+  formats without NaN. Signed zeros are kept where the format has -0 (fnuz: -0 and negative underflow
+  give +0). Unsigned formats reject negative non-zero inputs; E8M0 also rejects zeros (it has none) and
+  clamps inputs below 2^-127 to 2^-127.
+* Formats without subnormals flush: values below the smallest normal round, by the mode, between 0 and
+  the smallest normal. Their decode maps biased-exponent-0 codes to zero.
+* ``decode`` returns float32 when every value of the format is a float32 (all formats <= 16 bits and
+  E8M13, TF32, FP32), float64 otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+
+from .formats import FloatFormat, get_format
+
+ROUNDINGS: tuple[str, ...] = ("rne", "rna", "rtz", "rup", "rdown", "rto", "stochastic")
+_ROUNDING_ALIASES = {
+    "nearest": "rne", "nearest_even": "rne", "even": "rne", "rn": "rne",
+    "nearest_away": "rna", "ties_away": "rna",
+    "toward_zero": "rtz", "trunc": "rtz", "rz": "rtz",
+    "ceil": "rup", "toward_positive": "rup", "ru": "rup",
+    "floor": "rdown", "toward_negative": "rdown", "rd": "rdown",
+    "odd": "rto", "round_to_odd": "rto",
+    "sr": "stochastic",
+}
+
+_F64_MAG = 0x7FFF_FFFF_FFFF_FFFF
+_F64_INF = 0x7FF0_0000_0000_0000
+_F64_FRAC = (1 << 52) - 1
+
+
+def canonical_rounding(rounding: str) -> str:
+    """The canonical name of a rounding mode (``ROUNDINGS``) or a ``ValueError`` naming the bad mode."""
+    if not isinstance(rounding, str):
+        raise TypeError(f"rounding must be a string, got {type(rounding).__name__}")
+    r = _ROUNDING_ALIASES.get(rounding.lower(), rounding.lower())
+    if r not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS} (or an alias)")
+    return r
+
+
+def code_dtype(fmt: FloatFormat) -> torch.dtype:
+    """Integer dtype of ``encode``'s codes: uint8 up to 8 bits, int32 up to 16, int64 above."""
+    return torch.uint8 if fmt.bits <= 8 else torch.int32 if fmt.bits <= 16 else torch.int64
+
+
+# (fraction bits, emax, smallest power of two) of the torch dtypes values can be returned in
+_DTYPE_RANGE = {torch.float64: (52, 1023, -1074), torch.float32: (23, 127, -149),
+                torch.bfloat16: (7, 127, -133), torch.float16: (10, 15, -24)}
+
+
+def holds(dtype: torch.dtype, fmt: FloatFormat) -> bool:
+    """True when every finite value of ``fmt`` is exactly a value of ``dtype``."""
+    return dtype in _DTYPE_RANGE and fmt.fits_in(*_DTYPE_RANGE[dtype])
+
+
+def decode_dtype(fmt: FloatFormat) -> torch.dtype:
+    """float32 when every value of ``fmt`` is a float32, else float64."""
+    return torch.float32 if holds(torch.float32, fmt) else torch.float64
+
+
+# ---- input handling ------------------------------------------------------------------------------
+def _as_float_tensor(x: Any, what: str) -> tuple[torch.Tensor, bool]:
+    """(tensor, was_numpy). Floating tensors/arrays only (ml_dtypes floats too): integers are a TypeError."""
+    was_numpy = isinstance(x, np.ndarray)
+    if was_numpy:
+        if x.dtype.kind == "f":
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        elif x.dtype.name.startswith(("float", "bfloat")):  # ml_dtypes' float8/bfloat16: widen exactly
+            x = torch.from_numpy(x.astype(np.float64))
+        else:
+            raise TypeError(f"{what} needs a floating-point array, got numpy dtype {x.dtype}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} needs a torch tensor or numpy array, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{what} needs a floating-point tensor, got {x.dtype}")
+    return x, was_numpy
+
+
+def _validate_special_inputs(x64: torch.Tensor, fmt: FloatFormat) -> None:
+    """Reject inputs the format cannot represent at all (checked before any rounding work)."""
+    if not fmt.has_nan and bool(torch.isnan(x64).any()):
+        raise ValueError(f"format {fmt.name} has no NaN, but the input contains NaN")
+    if not fmt.signed and bool((x64 < 0).any()):
+        raise ValueError(f"format {fmt.name} is unsigned, but the input has negative values")
+    if not fmt.has_zero and bool((x64 == 0).any()):
+        raise ValueError(f"format {fmt.name} has no zero, but the input contains zeros")
+
+
+def _random_bits(shape: torch.Size, device: torch.device, sr_bits: int, generator: torch.Generator | None,
+                 random_bits: torch.Tensor | None) -> torch.Tensor:
+    if not 1 <= sr_bits <= 32:
+        raise ValueError(f"sr_bits must be in 1..32, got {sr_bits}")
+    if random_bits is None:
+        return torch.randint(0, 1 << sr_bits, shape, generator=generator, dtype=torch.int64, device=device)
+    if not isinstance(random_bits, torch.Tensor) or random_bits.dtype.is_floating_point:
+        raise TypeError("random_bits must be an integer tensor")
+    if random_bits.shape != shape:
+        raise ValueError(f"random_bits has shape {tuple(random_bits.shape)}, expected {tuple(shape)}")
+    rb = random_bits.to(device=device, dtype=torch.int64)
+    if bool(((rb < 0) | (rb >= (1 << sr_bits))).any()):
+        raise ValueError(f"random_bits must lie in [0, 2^{sr_bits})")
+    return rb
+
+
+# ---- the rounding core ---------------------------------------------------------------------------
+def _shl(one_like: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    return torch.bitwise_left_shift(one_like, n)
+
+
+def _encode_core(x64: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
+                 rand: torch.Tensor | None, sr_bits: int) -> torch.Tensor:
+    """int64 codes of float64 ``x64``: one exact rounding in integer arithmetic (see module doc)."""
+    M, emin = fmt.mbits, fmt.emin
+    bits = x64.view(torch.int64)
+    neg = bits < 0
+    ab = bits & _F64_MAG
+    bexp = ab >> 52
+    is_norm64 = bexp != 0
+    sig = torch.where(is_norm64, (ab & _F64_FRAC) | (1 << 52), ab & _F64_FRAC)  # |x| = sig * 2^(e - 52)
+    e = torch.where(is_norm64, bexp - 1023, torch.full_like(bexp, -1022))
+
+    if fmt.subnormals:
+        e_eff = torch.clamp(e, min=emin)
+        q = e_eff - M                                             # exponent of one ulp at |x|
+        code_base = (e_eff - emin) << M                           # code of the binade, before adding r
+        tiny = None
+    else:  # grid below the smallest normal is {0, 2^emin}
+        tiny = e < emin
+        q = torch.where(tiny, torch.full_like(e, emin), e - M)
+        code_base = torch.where(tiny, torch.zeros_like(e), ((e - emin + int(fmt.has_zero)) << M) - (1 << M))
+
+    shift_exact = q - (e - 52)                                    # bits of sig below the ulp (>= 21 here)
+    shift = torch.clamp(shift_exact, min=1, max=62)               # beyond 62 every bit is cut anyway
+    one = torch.ones_like(sig)
+    r = torch.bitwise_right_shift(sig, shift)
+    rem = sig & (_shl(one, shift) - 1)
+    if tiny is not None and fmt.has_zero:
+        code_trunc = torch.where(tiny, r << M, code_base + r)
+    else:
+        code_trunc = code_base + r
+    inexact = rem != 0
+    odd = (code_trunc & 1) == 1
+
+    if rounding == "rne":
+        half = _shl(one, shift - 1)
+        up = (rem > half) | ((rem == half) & odd)
+    elif rounding == "rna":
+        up = rem >= _shl(one, shift - 1)
+    elif rounding == "rtz":
+        up = torch.zeros_like(inexact)
+    elif rounding == "rup":
+        up = inexact & ~neg
+    elif rounding == "rdown":
+        up = inexact & neg
+    elif rounding == "rto":
+        up = inexact & ~odd
+    else:  # stochastic: t = RNE(rem / 2^shift * 2^n), away iff t + u >= 2^n
+        assert rand is not None
+        n = sr_bits
+        drop = torch.clamp(shift_exact - n, min=0, max=62)       # > 62: t rounds to 0 (sig < 2^53)
+        t = torch.bitwise_right_shift(rem, drop)
+        low = rem & (_shl(one, drop) - 1)
+        half_low = torch.bitwise_right_shift(_shl(one, drop), 1)
+        t = t + ((drop > 0) & ((low > half_low) | ((low == half_low) & ((t & 1) == 1)))).to(torch.int64)
+        t = torch.bitwise_left_shift(t, torch.clamp(n - shift, min=0))
+        up = (t + rand) >= (1 << n)
+
+    if tiny is not None and fmt.has_zero:
+        mag = torch.where(tiny, (r + up.to(torch.int64)) << M, code_trunc + up.to(torch.int64))
+    else:
+        mag = code_trunc + up.to(torch.int64)
+    if tiny is not None and not fmt.has_zero:
+        mag = torch.where(tiny, torch.zeros_like(mag), mag)      # E8M0: below 2^-127 clamps to 2^-127
+
+    # overflow of finite inputs and Inf inputs: +-max, or Inf/NaN (decided per element), then NaN inputs
+    max_code = fmt.max_code
+    is_inf = ab == _F64_INF
+    over = (mag > max_code) | is_inf
+    if saturate or not fmt.has_nan:
+        to_special = torch.zeros_like(over)
+    elif rounding in ("rtz", "rup", "rdown"):
+        away = {"rtz": torch.zeros_like(neg), "rup": ~neg, "rdown": neg}[rounding]
+        to_special = over & (away | is_inf)
+    else:
+        to_special = over
+    mag = torch.where(over, max_code, mag)
+    if fmt.has_inf:
+        mag = torch.where(to_special, fmt.inf_code, mag)
+    is_nan = ab > _F64_INF
+    if fmt.has_nan:
+        is_nan = is_nan | (to_special if not fmt.has_inf else torch.zeros_like(is_nan))
+
+    sign_mask = fmt.sign_mask
+    code = mag
+    if fmt.signed:
+        keep_sign = neg if fmt.has_negative_zero else neg & (mag != 0)
+        code = torch.where(keep_sign, mag | sign_mask, mag)
+    if fmt.has_nan:
+        nan_code: torch.Tensor | int = fmt.nan_code
+        if fmt.special != "fnuz" and fmt.signed:
+            nan_code = torch.where(neg, fmt.nan_code | sign_mask, fmt.nan_code)
+        code = torch.where(is_nan, nan_code, code)
+    return code
+
+
+def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False,
+           generator: torch.Generator | None = None, random_bits: torch.Tensor | None = None,
+           sr_bits: int = 32) -> Any:
+    """Round ``x`` to ``fmt`` and return the integer codes (see the module doc for the full contract).
+
+    ``x``: floating torch tensor (any device) or numpy array (numpy in -> numpy out).
+    ``rounding``: one of ``ROUNDINGS``; ``stochastic`` draws ``sr_bits`` random bits per element from
+    ``generator`` (reproducible) unless ``random_bits`` (integers in [0, 2^sr_bits)) are passed.
+    ``saturate``: overflow and Inf go to +-max instead of Inf/NaN.
+    """
+    fmt = get_format(fmt)
+    rounding = canonical_rounding(rounding)
+    t, was_numpy = _as_float_tensor(x, "encode")
+    x64 = t.to(torch.float64)
+    _validate_special_inputs(x64, fmt)
+    rand = (_random_bits(x64.shape, x64.device, sr_bits, generator, random_bits)
+            if rounding == "stochastic" else None)
+    code = _encode_core(x64, fmt, rounding, bool(saturate), rand, sr_bits).to(code_dtype(fmt))
+    return code.numpy() if was_numpy else code
+
+
+# ---- decode ---------------------------------------------------------------------------------------
+def _decode_arith(codes: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """float64 values of int64 ``codes`` by the format's formula (the readable definition)."""
+    M, emin = fmt.mbits, fmt.emin
+    mag_mask = (1 << (fmt.ebits + M)) - 1
+    mag = codes & mag_mask
+    be = mag >> M
+    mant = (mag & ((1 << M) - 1)).to(torch.float64)
+    implicit = float(1 << M)
+    if fmt.has_zero:
+        sub = be == 0
+        sub_val = torch.ldexp(mant, torch.full_like(be, emin - M)) if fmt.subnormals else torch.zeros_like(mant)
+        val = torch.where(sub, sub_val, torch.ldexp(mant + implicit, emin + be - 1 - M))
+    else:
+        val = torch.ldexp(mant + implicit, emin + be - M)
+    if fmt.has_inf:
+        top = be == (1 << fmt.ebits) - 1
+        val = torch.where(top, torch.where(mant == 0, torch.inf, torch.nan), val)
+    if fmt.signed:
+        val = torch.where((codes & fmt.sign_mask) != 0, -val, val)
+    if fmt.special == "fn":
+        val = torch.where(mag == mag_mask, torch.nan, val)
+    elif fmt.special == "fnuz":
+        val = torch.where(codes == fmt.sign_mask, torch.nan, val)
+    return val
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_table(fmt: FloatFormat, device: torch.device) -> torch.Tensor:
+    return _decode_arith(torch.arange(1 << fmt.bits, dtype=torch.int64), fmt).to(decode_dtype(fmt)).to(device)
+
+
+def decode(codes: Any, fmt: FloatFormat | str) -> Any:
+    """Values of integer ``codes`` in ``fmt``: float32 (float64 when the format needs it).
+
+    Codes must lie in [0, 2^bits); anything else is a ``ValueError``. Table lookup for <= 16-bit
+    formats (the table is built by ``_decode_arith``), the formula otherwise.
+    """
+    fmt = get_format(fmt)
+    was_numpy = isinstance(codes, np.ndarray)
+    c = torch.from_numpy(np.ascontiguousarray(codes)) if was_numpy else codes
+    if not isinstance(c, torch.Tensor):
+        raise TypeError(f"decode needs a torch tensor or numpy array of codes, got {type(codes).__name__}")
+    if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
+        raise TypeError(f"decode needs integer codes, got {c.dtype}")
+    c = c.to(torch.int64)
+    if c.numel() and bool(((c < 0) | (c >= (1 << fmt.bits))).any()):
+        bad = c[(c < 0) | (c >= (1 << fmt.bits))][0].item()
+        raise ValueError(f"code {bad} is out of range for {fmt.bits}-bit format {fmt.name}")
+    if fmt.bits <= 16:
+        out = _decode_table(fmt, c.device)[c]
+    else:
+        out = _decode_arith(c, fmt).to(decode_dtype(fmt))
+    return out.numpy() if was_numpy else out
+
+
+def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", saturate: bool = False,
+             generator: torch.Generator | None = None, random_bits: torch.Tensor | None = None,
+             sr_bits: int = 32, out_dtype: torch.dtype | None = None) -> Any:
+    """``decode(encode(x))``: ``x`` rounded to ``fmt``, as ``out_dtype``; by default the input's dtype
+    when that holds every value of the format exactly, else ``decode``'s dtype."""
+    fmt = get_format(fmt)
+    t, was_numpy = _as_float_tensor(x, "quantize")
+    codes = encode(t, fmt, rounding, saturate=saturate, generator=generator, random_bits=random_bits,
+                   sr_bits=sr_bits)
+    if out_dtype is None:
+        out_dtype = t.dtype if holds(t.dtype, fmt) else decode_dtype(fmt)
+    vals = decode(codes, fmt).to(out_dtype)
+    return vals.numpy() if was_numpy else vals

@@ -1,0 +1,1 @@
+"""Reusable testing helpers: hypothesis strategies for formats, values and LLM-like tensors."""
