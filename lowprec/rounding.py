@@ -102,13 +102,13 @@ def _as_float_tensor(x: Any, what: str) -> tuple[torch.Tensor, bool]:
     return x, was_numpy
 
 
-def _validate_special_inputs(x64: torch.Tensor, fmt: FloatFormat) -> None:
+def _validate_special_inputs(x: torch.Tensor, fmt: FloatFormat) -> None:
     """Reject inputs the format cannot represent at all (checked before any rounding work)."""
-    if not fmt.has_nan and bool(torch.isnan(x64).any()):
+    if not fmt.has_nan and bool(torch.isnan(x).any()):
         raise ValueError(f"format {fmt.name} has no NaN, but the input contains NaN")
-    if not fmt.signed and bool((x64 < 0).any()):
+    if not fmt.signed and bool((x < 0).any()):
         raise ValueError(f"format {fmt.name} is unsigned, but the input has negative values")
-    if not fmt.has_zero and bool((x64 == 0).any()):
+    if not fmt.has_zero and bool((x == 0).any()):
         raise ValueError(f"format {fmt.name} has no zero, but the input contains zeros")
 
 
@@ -133,11 +133,12 @@ def _shl(one_like: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_left_shift(one_like, n)
 
 
-def _encode_core(x64: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
+def _encode_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
                  rand: torch.Tensor | None, sr_bits: int) -> torch.Tensor:
-    """int64 codes of float64 ``x64``: one exact rounding in integer arithmetic (see module doc)."""
+    """Codes (``code_dtype``) of float ``x``: widened to float64 exactly, then one rounding in integer
+    arithmetic on the significand (see module doc)."""
     M, emin = fmt.mbits, fmt.emin
-    bits = x64.view(torch.int64)
+    bits = x.to(torch.float64).view(torch.int64)
     neg = bits < 0
     ab = bits & _F64_MAG
     bexp = ab >> 52
@@ -189,7 +190,8 @@ def _encode_core(x64: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: b
         half_low = torch.bitwise_right_shift(_shl(one, drop), 1)
         t = t + ((drop > 0) & ((low > half_low) | ((low == half_low) & ((t & 1) == 1)))).to(torch.int64)
         t = torch.bitwise_left_shift(t, torch.clamp(n - shift, min=0))
-        up = (t + rand) >= (1 << n)
+        # t + u >= 2^n, written as a shift: torch.compile (2.13, CPU) mis-compiles a 2^32 literal here
+        up = ((t + rand) >> n) != 0
 
     if tiny is not None and fmt.has_zero:
         mag = torch.where(tiny, (r + up.to(torch.int64)) << M, code_trunc + up.to(torch.int64))
@@ -226,27 +228,55 @@ def _encode_core(x64: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: b
         if fmt.special != "fnuz" and fmt.signed:
             nan_code = torch.where(neg, fmt.nan_code | sign_mask, fmt.nan_code)
         code = torch.where(is_nan, nan_code, code)
-    return code
+    return code.to(code_dtype(fmt))
+
+
+def _quantize_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
+                   rand: torch.Tensor | None, sr_bits: int, table: torch.Tensor) -> torch.Tensor:
+    """Values of ``_encode_core``'s codes looked up in the format's decode ``table``."""
+    return table[_encode_core(x, fmt, rounding, saturate, rand, sr_bits).long()]
+
+
+BACKENDS: tuple[str, ...] = ("eager", "compiled")
+
+
+@functools.lru_cache(maxsize=2)
+def _compiled(core: Any) -> Any:
+    """``core`` fused by torch.compile (one C++/OpenMP loop on CPU, a Triton kernel on CUDA), compiled
+    on first use per (format, rounding, saturate): 10-20 s on CPU."""
+    return torch.compile(core, dynamic=True)
+
+
+def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Generator | None,
+             random_bits: torch.Tensor | None, sr_bits: int, backend: str, what: str):
+    """Validate everything before any work: (tensor, was_numpy, format, rounding, random bits)."""
+    fmt = get_format(fmt)
+    rounding = canonical_rounding(rounding)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    t, was_numpy = _as_float_tensor(x, what)
+    _validate_special_inputs(t, fmt)
+    rand = (_random_bits(t.shape, t.device, sr_bits, generator, random_bits)
+            if rounding == "stochastic" else None)
+    return t, was_numpy, fmt, rounding, rand
 
 
 def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False,
            generator: torch.Generator | None = None, random_bits: torch.Tensor | None = None,
-           sr_bits: int = 32) -> Any:
+           sr_bits: int = 32, backend: str = "eager") -> Any:
     """Round ``x`` to ``fmt`` and return the integer codes (see the module doc for the full contract).
 
     ``x``: floating torch tensor (any device) or numpy array (numpy in -> numpy out).
     ``rounding``: one of ``ROUNDINGS``; ``stochastic`` draws ``sr_bits`` random bits per element from
     ``generator`` (reproducible) unless ``random_bits`` (integers in [0, 2^sr_bits)) are passed.
     ``saturate``: overflow and Inf go to +-max instead of Inf/NaN.
+    ``backend``: ``"eager"`` (op by op, no compiler needed) or ``"compiled"`` (the same function fused by
+    torch.compile: the same bits, far faster on large tensors, a one-off compile per format and mode).
     """
-    fmt = get_format(fmt)
-    rounding = canonical_rounding(rounding)
-    t, was_numpy = _as_float_tensor(x, "encode")
-    x64 = t.to(torch.float64)
-    _validate_special_inputs(x64, fmt)
-    rand = (_random_bits(x64.shape, x64.device, sr_bits, generator, random_bits)
-            if rounding == "stochastic" else None)
-    code = _encode_core(x64, fmt, rounding, bool(saturate), rand, sr_bits).to(code_dtype(fmt))
+    t, was_numpy, fmt, rounding, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
+                                                 "encode")
+    core = _compiled(_encode_core) if backend == "compiled" else _encode_core
+    code = core(t, fmt, rounding, bool(saturate), rand, sr_bits)
     return code.numpy() if was_numpy else code
 
 
@@ -306,16 +336,21 @@ def decode(codes: Any, fmt: FloatFormat | str) -> Any:
     return out.numpy() if was_numpy else out
 
 
-def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", saturate: bool = False,
+def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False,
              generator: torch.Generator | None = None, random_bits: torch.Tensor | None = None,
-             sr_bits: int = 32, out_dtype: torch.dtype | None = None) -> Any:
-    """``decode(encode(x))``: ``x`` rounded to ``fmt``, as ``out_dtype``; by default the input's dtype
-    when that holds every value of the format exactly, else ``decode``'s dtype."""
-    fmt = get_format(fmt)
-    t, was_numpy = _as_float_tensor(x, "quantize")
-    codes = encode(t, fmt, rounding, saturate=saturate, generator=generator, random_bits=random_bits,
-                   sr_bits=sr_bits)
+             sr_bits: int = 32, backend: str = "eager", out_dtype: torch.dtype | None = None) -> Any:
+    """``decode(encode(x))`` without materialising codes for <= 16-bit formats: ``x`` rounded to
+    ``fmt``, as ``out_dtype`` -- by default the input's dtype when that holds every value of the
+    format exactly, else ``decode``'s dtype. Arguments as for ``encode``."""
+    t, was_numpy, fmt, rounding, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
+                                                 "quantize")
     if out_dtype is None:
         out_dtype = t.dtype if holds(t.dtype, fmt) else decode_dtype(fmt)
-    vals = decode(codes, fmt).to(out_dtype)
+    if fmt.bits <= 16:
+        core = _compiled(_quantize_core) if backend == "compiled" else _quantize_core
+        vals = core(t, fmt, rounding, bool(saturate), rand, sr_bits, _decode_table(fmt, t.device))
+    else:
+        core = _compiled(_encode_core) if backend == "compiled" else _encode_core
+        vals = _decode_arith(core(t, fmt, rounding, bool(saturate), rand, sr_bits).long(), fmt)
+    vals = vals.to(out_dtype)
     return vals.numpy() if was_numpy else vals

@@ -1,0 +1,63 @@
+"""The ``lowprec`` command: ``lowprec lab`` runs the lab's main job on its embedded default data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+import torch
+
+from .formats import list_formats
+from .rounding import quantize
+
+
+def format_table() -> pd.DataFrame:
+    """One row per registered format with its defining fields and derived range."""
+    rows = [{"format": f.name, "bits": f.bits, "e": f.ebits, "m": f.mbits, "bias": f.bias, "specials": f.special,
+             "max": f.max, "min_normal": f.min_normal, "min_subnormal": f.min_subnormal,
+             "aliases": ", ".join(f.aliases[:3])} for f in list_formats()]
+    return pd.DataFrame(rows)
+
+
+def error_summary(n: int = 1 << 16, seed: int = 0) -> pd.DataFrame:
+    """Relative RMS error of unscaled casts of N(0,1) and Student-t(3) samples, per format and rounding."""
+    g = torch.Generator().manual_seed(seed)
+    data = {"normal": torch.randn(n, generator=g),
+            "student_t3": torch.distributions.StudentT(3.0).sample((n,))}
+    rows = []
+    for f in list_formats():
+        if not f.signed:
+            continue
+        for dist, x in data.items():
+            for rounding in ("rne", "rtz", "stochastic"):
+                q = quantize(x, f, rounding, saturate=True, generator=g, out_dtype=torch.float64)
+                err = (q - x.double()).norm() / x.double().norm()
+                rows.append({"format": f.name, "data": dist, "rounding": rounding, "rel_rms_error": float(err)})
+    return pd.DataFrame(rows).pivot_table(index="format", columns=["data", "rounding"], values="rel_rms_error",
+                                          sort=False)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 20)
+    print("== formats ==")
+    print(format_table().to_string(index=False))
+    print("\n== relative RMS error of a plain cast (no scaling), 64k samples ==")
+    print(error_summary().to_string(float_format=lambda v: f"{v:.2e}"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="lowprec", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd")
+    lab = sub.add_parser("lab", help="run the lab's main job on its embedded default data")
+    lab.set_defaults(func=cmd_lab)
+    args = ap.parse_args(argv)
+    if args.cmd is None:
+        args = ap.parse_args(["lab", *(argv or [])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
