@@ -31,6 +31,8 @@ Numerical contract
 from __future__ import annotations
 
 import functools
+import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -354,3 +356,70 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
         vals = _decode_arith(core(t, fmt, rounding, bool(saturate), rand, sr_bits).long(), fmt)
     vals = vals.to(out_dtype)
     return vals.numpy() if was_numpy else vals
+
+
+# ---- scalar reference in exact arithmetic -------------------------------------------------------
+def round_exact(value: Fraction, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False) -> float:
+    """Round an exact rational ``value`` to ``fmt`` (finite in, value out as a Python float / +-inf / nan).
+
+    The readable scalar twin of ``encode`` for the deterministic modes, written from the definitions:
+    ulp = 2^(max(floor(log2|v|), emin) - mbits); pick floor or ceil of v/ulp by the mode; overflow per
+    the module doc. Used by the accumulator reference and as an oracle in the tests.
+    """
+    fmt = get_format(fmt)
+    rounding = canonical_rounding(rounding)
+    if rounding == "stochastic":
+        raise ValueError("round_exact is deterministic; stochastic rounding has no scalar reference here")
+    if value == 0:
+        return 0.0
+    neg, mag = value < 0, abs(value)
+    e = mag.numerator.bit_length() - mag.denominator.bit_length()
+    if Fraction(2) ** e > mag:
+        e -= 1                                                  # now 2^e <= mag < 2^(e+1)
+    if not fmt.subnormals and e < fmt.emin:
+        ulp = Fraction(2) ** fmt.emin                           # the grid below min normal is {0, min normal}
+    else:
+        ulp = Fraction(2) ** (max(e, fmt.emin) - fmt.mbits)
+    lo = math.floor(mag / ulp)
+    frac = mag / ulp - lo
+    lo_code_odd = _is_odd_code(fmt, lo * ulp)
+    if frac == 0:
+        n = lo
+    elif rounding == "rne":
+        n = lo + (frac > Fraction(1, 2) or (frac == Fraction(1, 2) and lo_code_odd))
+    elif rounding == "rna":
+        n = lo + (frac >= Fraction(1, 2))
+    elif rounding == "rtz":
+        n = lo
+    elif rounding == "rup":
+        n = lo + (not neg)
+    elif rounding == "rdown":
+        n = lo + neg
+    else:  # rto
+        n = lo + (not lo_code_odd)
+    result = n * ulp
+    if not fmt.has_zero and result < Fraction(fmt.min_normal):
+        result = Fraction(fmt.min_normal)
+    if result > Fraction(fmt.max):
+        toward_zero = rounding == "rtz" or (rounding == "rup" and neg) or (rounding == "rdown" and not neg)
+        if saturate or toward_zero or not fmt.has_nan:
+            result = Fraction(fmt.max)
+        else:
+            return -math.inf if neg and fmt.has_inf else math.inf if fmt.has_inf else math.nan
+    if result == 0 and not fmt.has_negative_zero:
+        neg = False
+    return -float(result) if neg else float(result)
+
+
+def _is_odd_code(fmt: FloatFormat, mag: Fraction) -> bool:
+    """Parity of the magnitude code of the representable value ``mag`` (may be max + 1 ulp)."""
+    if mag == 0:
+        return False
+    e = mag.numerator.bit_length() - mag.denominator.bit_length()
+    if Fraction(2) ** e > mag:
+        e -= 1
+    if e < fmt.emin:                                            # subnormal: code = mag / min_subnormal
+        return int(mag / Fraction(2) ** (fmt.emin - fmt.mbits)) % 2 == 1
+    sig = int(mag / Fraction(2) ** (e - fmt.mbits))             # in [2^M, 2^(M+1))
+    code = ((e - fmt.emin + int(fmt.has_zero)) << fmt.mbits) + sig - (1 << fmt.mbits)
+    return code % 2 == 1

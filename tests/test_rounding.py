@@ -354,3 +354,19 @@ def test_bad_inputs_raise_clear_errors():
         lp.encode(torch.ones(3), "e4m3", "stochastic", random_bits=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="sr_bits"):
         lp.encode(torch.ones(3), "e4m3", "stochastic", sr_bits=40)
+
+
+# ---- the exact-arithmetic scalar reference agrees with the vectorised encoder -------------------
+@given(st.data())
+def test_round_exact_matches_vectorised(data):
+    from fractions import Fraction
+
+    from lowprec.rounding import round_exact
+    fmt = data.draw(formats(max_bits=22))
+    rounding = data.draw(st.sampled_from(DIRECTED))
+    sat = data.draw(st.booleans())
+    vals = data.draw(st.lists(float32_near_grid(fmt, allow_special=False), min_size=1, max_size=20))
+    vals = [v for v in vals if v != 0] or [1.0]  # a Fraction has no signed zero; zeros are tested above
+    ours = lp.quantize(torch.tensor(vals, dtype=torch.float64), fmt, rounding, saturate=sat, out_dtype=torch.float64)
+    ref = np.array([round_exact(Fraction(v), fmt, rounding, saturate=sat) for v in vals])
+    assert same_bits(ours.numpy(), ref).all()
