@@ -45,7 +45,8 @@ def float32_near_grid(draw: st.DrawFn, fmt: FloatFormat, allow_special: bool = T
     """A float32 value near a rounding decision of ``fmt`` (returned as a Python float)."""
     c = draw(st.integers(0, fmt.max_code))
     lo = _value_of_magnitude_code(fmt, c)
-    hi = _value_of_magnitude_code(fmt, c + 1) if c < fmt.max_code else fmt.max * 2
+    hi = (_value_of_magnitude_code(fmt, c + 1) if c < fmt.max_code
+          else fmt.max + 2.0 ** (fmt.emax - fmt.mbits))           # the first value past max
     kind = draw(st.sampled_from(["grid", "mid", "below_mid", "above_mid", "inside", "huge", "tiny"]))
     mid = np.float32((lo + hi) / 2)
     v = {
@@ -55,6 +56,8 @@ def float32_near_grid(draw: st.DrawFn, fmt: FloatFormat, allow_special: bool = T
         "huge": np.float32(draw(st.floats(fmt.max, 3e38))) if fmt.max < 3e38 else np.float32(lo),
         "tiny": np.float32(draw(st.floats(0, fmt.min_subnormal))),
     }[kind]
+    if not np.isfinite(v):
+        v = np.finfo(np.float32).max
     if allow_special and draw(st.integers(0, 30)) == 0:
         v = np.float32(draw(st.sampled_from([np.inf, np.nan, 0.0])))
     if not fmt.has_zero and not v > 0:  # E8M0: no zero to round to or from
