@@ -10,3 +10,7 @@ __all__ = [
     "pack", "unpack", "packed_nbytes",
 ]
 __version__ = "0.1.0"
+
+from .accum import AccumulatorModel, emulated_matmul, get_accumulator, list_accumulators, reference_dot  # noqa: E402
+
+__all__ += ["AccumulatorModel", "get_accumulator", "list_accumulators", "emulated_matmul", "reference_dot"]

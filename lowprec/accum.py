@@ -1,0 +1,328 @@
+"""Bit-exact models of matrix-multiply accumulators (tensor cores) and the emulated GEMM.
+
+The model (``AccumulatorModel``), for one output element ``c + sum_k a_k * b_k``, K split into groups of
+``group_size`` consecutive products, groups visited in K order:
+
+1. every non-zero input is ``s * 2^e`` with s in [1, 2) -- for subnormal inputs e is clamped to the input
+   format's smallest normal exponent and s < 1; a product keeps the unnormalised significand
+   ``s_a * s_b`` (exact, in [0, 4)) and the exponent ``e_a + e_b``; the running accumulator (a value
+   of ``acc_format``) is written the same way; zero terms take no part;
+2. E = the largest exponent among the group's products, and the accumulator's when
+   ``align_with_acc`` (otherwise the accumulator is added after the group, step 4);
+3. each term's significand is scaled by 2^(e_i - E) and rounded to a multiple of 2^-``align_bits`` by
+   ``align_rounding`` (``rtz`` toward zero, ``rdown`` toward -inf as two's-complement shifting does,
+   ``rne``); ``align_bits=None`` keeps terms exact;
+4. the rounded terms are summed exactly and the sum is rounded once to ``acc_format`` by
+   ``acc_rounding`` (with ``align_with_acc=False``: ``round(acc + group sum)``); that is the
+   accumulator for the next group;
+5. with ``promote_every = N_C`` the accumulator starts from zero every N_C products along K and its
+   value is added into an ``outer_format`` accumulator (rounding ``outer_rounding``) -- the FP32
+   promotion on CUDA cores of DeepSeek-V3 / DeepGEMM; the initial ``c`` seeds the outer accumulator.
+   Without promotion ``c`` seeds the inner accumulator (rounded to ``acc_format`` first);
+6. NaN/Inf in any input of a dot product: the result is IEEE float32's (NaN, or the Inf of the exact
+   sum), as the modelled hardware does.
+
+Two implementations that agree bit for bit: ``reference_dot`` (scalar, Python ``Fraction``, readable
+against the steps above) and ``emulated_matmul`` (vectorised torch, chunked along K).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any, Sequence
+
+import torch
+
+from .formats import FloatFormat, get_format
+from .rounding import canonical_rounding, quantize, round_exact
+
+ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
+
+
+@dataclass(frozen=True)
+class AccumulatorModel:
+    """A configurable limited-precision accumulator (see the module doc for the exact semantics)."""
+
+    name: str
+    input_formats: tuple[str, str] = ("e4m3fn", "e4m3fn")
+    group_size: int = 32
+    align_bits: int | None = 13
+    align_rounding: str = "rtz"
+    align_with_acc: bool = True
+    acc_format: str = "e8m13"
+    acc_rounding: str = "rtz"
+    promote_every: int | None = None
+    outer_format: str = "fp32"
+    outer_rounding: str = "rne"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for f in (*self.input_formats, self.acc_format, self.outer_format):
+            get_format(f)                                   # unknown names raise here
+        if len(self.input_formats) != 2:
+            raise ValueError("input_formats must name two formats (a's and b's)")
+        if not isinstance(self.group_size, int) or self.group_size < 1:
+            raise ValueError(f"group_size must be a positive int, got {self.group_size!r}")
+        if self.align_rounding not in ALIGN_ROUNDINGS:
+            raise ValueError(f"unknown align_rounding {self.align_rounding!r}; expected one of {ALIGN_ROUNDINGS}")
+        for attr in ("acc_rounding", "outer_rounding"):
+            if canonical_rounding(getattr(self, attr)) == "stochastic":
+                raise ValueError(f"{attr}: stochastic rounding is not modelled in accumulators")
+        acc = get_format(self.acc_format)
+        if self.align_bits is not None:
+            if not isinstance(self.align_bits, int) or self.align_bits < 0:
+                raise ValueError(f"align_bits must be a non-negative int or None, got {self.align_bits!r}")
+            if self.align_bits > 52 - 3 - math.ceil(math.log2(self.group_size + 1)):
+                raise ValueError(f"align_bits={self.align_bits} with group_size={self.group_size}: the aligned "
+                                 "group sum would not be exact in the 53-bit emulation")
+        if acc.mbits > 23 or not acc.signed or not acc.has_inf:
+            raise ValueError(f"acc_format {acc.name}: an accumulator must be a signed IEEE-style format "
+                             "with at most 23 mantissa bits (exact in float32)")
+        if get_format(self.outer_format).mbits > 23:
+            raise ValueError("outer_format must be exact in float32 (at most 23 mantissa bits)")
+        if self.promote_every is not None and (self.promote_every < 1 or self.promote_every % self.group_size):
+            raise ValueError(f"promote_every={self.promote_every} must be a positive multiple of "
+                             f"group_size={self.group_size}")
+
+    @property
+    def formats(self) -> tuple[FloatFormat, FloatFormat]:
+        return get_format(self.input_formats[0]), get_format(self.input_formats[1])
+
+    def with_(self, **changes: Any) -> "AccumulatorModel":
+        """A copy with some knobs changed (validated again)."""
+        return replace(self, **changes)
+
+
+def _fhmp(name: str, fmt: str, group: int, bits: int, what: str) -> AccumulatorModel:
+    return AccumulatorModel(name, (fmt, fmt), group, bits, "rtz", True, "fp32", "rtz", description=what)
+
+
+_PRESETS: dict[str, AccumulatorModel] = {m.name: m for m in [
+    AccumulatorModel("exact", ("e4m3fn", "e4m3fn"), 1 << 30, None, "rtz", True, "fp32", "rne",
+                     description="FP8 products summed exactly, rounded once to float32 (RNE): the reference"),
+    AccumulatorModel("fp32_sequential", ("fp32", "fp32"), 1, None, "rtz", True, "fp32", "rne",
+                     description="IEEE float32 fused multiply-add, one product at a time in K order"),
+    AccumulatorModel("hopper_fp8", description="H100 FP8 WGMMA: 32 products + accumulator aligned, 13 fraction "
+                     "bits truncated, E8M13 (FP22) accumulator truncated; no promotion (SPEC 2, KM/MS)"),
+    AccumulatorModel("hopper_fp8_promoted", promote_every=128,
+                     description="hopper_fp8 with DeepSeek-V3/DeepGEMM promotion to FP32 every N_C = 128"),
+    AccumulatorModel("ada_fp8", group_size=16, description="Ada FP8: 16 products per group, 13-bit cut (KM)"),
+    AccumulatorModel("blackwell_fp8", group_size=32, align_bits=25, acc_format="fp32",
+                     description="B200 FP8: 32 products, 2 extra alignment bits, FP32 RZ, no 13-bit cut (KM)"),
+    _fhmp("volta_fp16", "fp16", 4, 23, "V100 fp16 tensor core (FHMP 2021): 4 products, no extra bits, RZ"),
+    _fhmp("ampere_fp16", "fp16", 8, 24, "A100 fp16 (FHMP, KM): 8 products, 1 extra alignment bit, RZ"),
+    _fhmp("ampere_bf16", "bf16", 8, 24, "A100 bf16 (KM): 8 products, 1 extra alignment bit, RZ"),
+    _fhmp("ampere_tf32", "tf32", 4, 24, "A100 tf32 (KM): 4 products, 1 extra alignment bit, RZ"),
+    _fhmp("hopper_fp16", "fp16", 16, 25, "H100 fp16 (KM): 16 products, 2 extra alignment bits, RZ"),
+    _fhmp("hopper_bf16", "bf16", 16, 25, "H100 bf16 (KM): 16 products, 2 extra alignment bits, RZ"),
+    _fhmp("hopper_tf32", "tf32", 8, 25, "H100 tf32 (KM): 8 products, 2 extra alignment bits, RZ"),
+]}
+
+
+def get_accumulator(name: AccumulatorModel | str) -> AccumulatorModel:
+    """A preset by name (``list_accumulators()``), or the model itself."""
+    if isinstance(name, AccumulatorModel):
+        return name
+    if name not in _PRESETS:
+        raise ValueError(f"unknown accumulator model {name!r}; presets: {', '.join(_PRESETS)}")
+    return _PRESETS[name]
+
+
+def list_accumulators() -> list[AccumulatorModel]:
+    return list(_PRESETS.values())
+
+
+# ---- scalar reference (exact arithmetic) --------------------------------------------------------
+def _split(v: Fraction, emin: int) -> tuple[Fraction, int]:
+    """v = s * 2^e with |s| in [1, 2), e clamped below at ``emin`` (then |s| < 1)."""
+    mag = abs(v)
+    e = mag.numerator.bit_length() - mag.denominator.bit_length()
+    if Fraction(2) ** e > mag:
+        e -= 1
+    e = max(e, emin)
+    return v / Fraction(2) ** e, e
+
+
+def _round_to_multiple(v: Fraction, quantum: Fraction, mode: str) -> Fraction:
+    q = v / quantum
+    if mode == "rtz":
+        n = math.trunc(q)
+    elif mode == "rdown":
+        n = math.floor(q)
+    else:
+        n = round(q)                                        # Python's round is ties-to-even on Fractions
+    return n * quantum
+
+
+def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorModel | str, c: float = 0.0) -> float:
+    """One output element ``c + sum a_k b_k`` under ``model``, step by step in exact arithmetic."""
+    model = get_accumulator(model)
+    fa, fb = model.formats
+    acc_fmt = get_format(model.acc_format)
+    if len(a) != len(b):
+        raise ValueError(f"dot of lengths {len(a)} and {len(b)}")
+    values = [*a, *b, c]
+    if not all(math.isfinite(v) for v in values):                # step 6: IEEE float32 semantics
+        return float(torch.tensor(sum(x * y for x, y in zip(a, b)) + c, dtype=torch.float32))
+
+    def to_acc(v: Fraction) -> Fraction:
+        return Fraction(round_exact(v, acc_fmt, model.acc_rounding))
+
+    promote = model.promote_every
+    outer = Fraction(c) if promote else Fraction(0)
+    acc = Fraction(0) if promote else to_acc(Fraction(c))
+    for start in range(0, len(a), model.group_size):
+        if promote and start and start % promote == 0:          # step 5
+            outer = Fraction(round_exact(outer + acc, model.outer_format, model.outer_rounding))
+            acc = Fraction(0)
+        terms = []                                              # step 1: (significand, exponent)
+        for x, y in zip(a[start:start + model.group_size], b[start:start + model.group_size]):
+            if x != 0 and y != 0:
+                sx, ex = _split(Fraction(x), fa.emin)
+                sy, ey = _split(Fraction(y), fb.emin)
+                terms.append((sx * sy, ex + ey))
+        if model.align_with_acc and acc != 0:
+            terms.append(_split(acc, acc_fmt.emin))
+        if not terms:
+            continue
+        E = max(e for _, e in terms)                            # step 2
+        if model.align_bits is None:                            # step 3
+            aligned = [s * Fraction(2) ** (e - E) for s, e in terms]
+        else:
+            quantum = Fraction(1, 1 << model.align_bits)
+            aligned = [_round_to_multiple(s * Fraction(2) ** (e - E), quantum, model.align_rounding)
+                       for s, e in terms]
+        total = sum(aligned, Fraction(0)) * Fraction(2) ** E    # step 4
+        acc = to_acc(total if model.align_with_acc else acc + total)
+    if promote:
+        acc = Fraction(round_exact(outer + acc, model.outer_format, model.outer_rounding))
+    return float(acc)
+
+
+# ---- vectorised implementation -------------------------------------------------------------------
+def _significand_exponent(x: torch.Tensor, emin: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, e) with x = s * 2^e, |s| in [1, 2) (e >= emin, else |s| < 1); zeros give (0, very small e)."""
+    _, e = torch.frexp(x)
+    e = torch.clamp(e.to(torch.int64) - 1, min=emin)
+    s = torch.ldexp(x, -e)
+    return s, torch.where(x == 0, torch.full_like(e, _NO_EXP), e)
+
+
+_NO_EXP = -(1 << 20)                                            # exponent of "no term"
+
+
+def _align(s: torch.Tensor, shift: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
+    """Round s * 2^shift (shift <= 0) to a multiple of 2^-align_bits (float64, exact)."""
+    if model.align_bits is None:
+        return torch.ldexp(s, shift)
+    v = torch.ldexp(s, torch.clamp(shift, min=-60) + model.align_bits)  # -60: nonzero stays nonzero
+    v = {"rtz": torch.trunc, "rdown": torch.floor, "rne": torch.round}[model.align_rounding](v)
+    return torch.ldexp(v, torch.full_like(shift, -model.align_bits))
+
+
+def _group_step(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torch.Tensor, acc: torch.Tensor,
+                model: AccumulatorModel, acc_emin: int) -> torch.Tensor:
+    """One group: sa/ea (M, G), sb/eb (G, N), acc (M, N) float64 -> exact aligned sum (M, N) and E."""
+    ep = ea[:, :, None] + eb[None, :, :]                        # (M, G, N) product exponents
+    prod = sa[:, :, None] * sb[None, :, :]                      # exact significand products in [0, 4)
+    E = ep.amax(dim=1)
+    if model.align_with_acc:
+        s_acc, e_acc = _significand_exponent(acc, acc_emin)
+        E = torch.maximum(E, e_acc)
+    terms = torch.ldexp(_align(prod, ep - E[:, None, :], model).sum(dim=1), torch.clamp(E, min=-1000))
+    if model.align_with_acc:  # exact when aligned (a sum of multiples of 2^(E - align_bits)), else to odd
+        acc_term = torch.ldexp(_align(s_acc, e_acc - E, model), torch.clamp(E, min=-1000))
+        terms = terms + acc_term if model.align_bits is not None else _add_round_to_odd(terms, acc_term)
+    return terms
+
+
+def _check_operand(x: Any, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {tuple(x.shape)}")
+    return x
+
+
+def _add_round_to_odd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x + y in float64 rounded to odd (exact sum via TwoSum): rounding that to any format with
+    <= 51 significand bits then gives the correctly rounded exact sum -- no double rounding."""
+    s = x + y
+    bb = s - x
+    err = (x - (s - bb)) + (y - bb)
+    even = (s.view(torch.int64) & 1) == 0
+    toward = torch.where(err > 0, torch.inf, -torch.inf).to(s.dtype)
+    return torch.where((err != 0) & even & torch.isfinite(s), torch.nextafter(s, toward), s)
+
+
+def _check_exact_budget(model: AccumulatorModel, K: int) -> None:
+    """With exact terms (align_bits=None), a group's products must sum exactly in float64."""
+    if model.align_bits is not None or min(model.group_size, K) <= 1:
+        return
+    fa, fb = model.formats
+    top = fa.emax + fb.emax + 2
+    bottom = (fa.emin - fa.mbits) + (fb.emin - fb.mbits)
+    if top - bottom + math.ceil(math.log2(min(model.group_size, K))) > 53:
+        raise ValueError(f"model {model.name}: {min(model.group_size, K)} exact {fa.name} x {fb.name} products "
+                         "do not sum exactly in float64; use align_bits or smaller groups")
+
+
+def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tensor | None = None, *,
+                    check_inputs: bool = True) -> torch.Tensor:
+    """``c + a @ b`` (float32, M x N) computed as the accumulator ``model`` computes it, bit for bit.
+
+    ``a`` (M x K) and ``b`` (K x N) hold values of the model's input formats (checked unless
+    ``check_inputs=False``); ``c`` is an optional float32 initial accumulator. Work is chunked along K
+    one group at a time, so memory is O(M * N * group_size).
+    """
+    model = get_accumulator(model)
+    a, b = _check_operand(a, "a"), _check_operand(b, "b")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"shape mismatch: a is {tuple(a.shape)}, b is {tuple(b.shape)}")
+    M, K = a.shape
+    N = b.shape[1]
+    if c is not None and (not isinstance(c, torch.Tensor) or c.shape != (M, N)):
+        raise ValueError(f"c must be a ({M}, {N}) tensor")
+    _check_exact_budget(model, K)
+    fa, fb = model.formats
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    if check_inputs:
+        for x, f, nm in ((a64, fa, "a"), (b64, fb, "b")):
+            fin = torch.isfinite(x)
+            if not torch.equal(quantize(x[fin], f, saturate=True, out_dtype=torch.float64), x[fin]):
+                raise ValueError(f"{nm} holds values that are not {f.name} values: quantize it first")
+    c64 = torch.zeros(M, N, dtype=torch.float64, device=a.device) if c is None else c.to(torch.float64)
+    acc_fmt = get_format(model.acc_format)
+
+    def to_acc(v: torch.Tensor) -> torch.Tensor:
+        return quantize(v, acc_fmt, model.acc_rounding, out_dtype=torch.float64)
+
+    def to_outer(v: torch.Tensor) -> torch.Tensor:
+        return quantize(v, model.outer_format, model.outer_rounding, out_dtype=torch.float64)
+
+    fin_a, fin_b = torch.isfinite(a64), torch.isfinite(b64)
+    sa, ea = _significand_exponent(torch.where(fin_a, a64, 0.0), fa.emin)
+    sb, eb = _significand_exponent(torch.where(fin_b, b64, 0.0), fb.emin)
+    promote = model.promote_every
+    outer = c64.clone() if promote else None
+    acc = torch.zeros_like(c64) if promote else to_acc(torch.where(torch.isfinite(c64), c64, 0.0))
+    G = model.group_size
+    for start in range(0, K, G):
+        if promote and start and start % promote == 0:
+            outer = to_outer(_add_round_to_odd(outer, acc))
+            acc = torch.zeros_like(acc)
+        sl = slice(start, min(start + G, K))
+        total = _group_step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model, acc_fmt.emin)
+        acc = to_acc(total if model.align_with_acc else _add_round_to_odd(acc, total))
+    if promote:
+        acc = to_outer(_add_round_to_odd(outer, acc))
+    out = acc.to(torch.float32)
+    # step 6: any NaN/Inf input -> IEEE float32 result of the exact sum
+    if not (bool(fin_a.all()) and bool(fin_b.all()) and bool(torch.isfinite(c64).all())):
+        ieee = (a64 @ b64 + c64).to(torch.float32)
+        out = torch.where(torch.isfinite(ieee), out, ieee)
+    return out
