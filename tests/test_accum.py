@@ -151,9 +151,9 @@ def predicted_survivors(model, K: int, i: int, j: int) -> int:
     in blocks after the later one survive."""
     G, P = model.group_size, model.promote_every
     if P and i // P != j // P:
-        return K - (max(i, j) // P + 1) * P
+        return max(0, K - (max(i, j) // P + 1) * P)
     safe_before = (i // P) * P if P else 0
-    return safe_before + K - (max(i, j) // G + 1) * G
+    return safe_before + max(0, K - (max(i, j) // G + 1) * G)
 
 
 @pytest.mark.parametrize("model", [
