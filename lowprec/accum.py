@@ -19,7 +19,8 @@ The model (``AccumulatorModel``), for one output element ``c + sum_k a_k * b_k``
    value is added into an ``outer_format`` accumulator (rounding ``outer_rounding``) -- the FP32
    promotion on CUDA cores of DeepSeek-V3 / DeepGEMM; the initial ``c`` seeds the outer accumulator.
    Without promotion ``c`` seeds the inner accumulator (rounded to ``acc_format`` first);
-6. NaN/Inf in any input of a dot product: the result is IEEE float32's (NaN, or the Inf of the exact
+6. a sum that is exactly zero is +0 (as IEEE addition gives under round-to-nearest);
+7. NaN/Inf in any input of a dot product: the result is IEEE float32's (NaN, or the Inf of the exact
    sum), as the modelled hardware does.
 
 Two implementations that agree bit for bit: ``reference_dot`` (scalar, Python ``Fraction``, readable
@@ -28,6 +29,7 @@ against the steps above) and ``emulated_matmul`` (vectorised torch, chunked alon
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -36,7 +38,7 @@ from typing import Any, Sequence
 import torch
 
 from .formats import FloatFormat, get_format
-from .rounding import canonical_rounding, quantize, round_exact
+from .rounding import BACKENDS, _decode_arith, _encode_core, canonical_rounding, quantize, round_exact
 
 ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
 
@@ -164,7 +166,7 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
     if len(a) != len(b):
         raise ValueError(f"dot of lengths {len(a)} and {len(b)}")
     values = [*a, *b, c]
-    if not all(math.isfinite(v) for v in values):                # step 6: IEEE float32 semantics
+    if not all(math.isfinite(v) for v in values):                # step 7: IEEE float32 semantics
         return float(torch.tensor(sum(x * y for x, y in zip(a, b)) + c, dtype=torch.float32))
 
     def to_acc(v: Fraction) -> Fraction:
@@ -202,40 +204,57 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
 
 
 # ---- vectorised implementation -------------------------------------------------------------------
-def _significand_exponent(x: torch.Tensor, emin: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(s, e) with x = s * 2^e, |s| in [1, 2) (e >= emin, else |s| < 1); zeros give (0, very small e)."""
-    _, e = torch.frexp(x)
-    e = torch.clamp(e.to(torch.int64) - 1, min=emin)
-    s = torch.ldexp(x, -e)
-    return s, torch.where(x == 0, torch.full_like(e, _NO_EXP), e)
-
-
 _NO_EXP = -(1 << 20)                                            # exponent of "no term"
 
 
+def _pow2(e: torch.Tensor) -> torch.Tensor:
+    """2.0 ** e as float64 for integer tensors e in [-1022, 1023], built from the bits (exact, cheap)."""
+    return ((e + 1023) << 52).view(torch.float64)
+
+
+def _significand_exponent(x: torch.Tensor, emin: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, e) with x = s * 2^e, |s| in [1, 2) (e >= emin, else |s| < 1); zeros give (0, _NO_EXP)."""
+    _, e = torch.frexp(x)
+    e = torch.clamp(e.to(torch.int64) - 1, min=emin)
+    s = x * _pow2(-e)
+    return s, torch.where(x == 0, _NO_EXP, e)
+
+
 def _align(s: torch.Tensor, shift: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
-    """Round s * 2^shift (shift <= 0) to a multiple of 2^-align_bits (float64, exact)."""
+    """s * 2^shift (shift <= 0) rounded to a multiple of 2^-align_bits, in units of 2^-align_bits when
+    aligning (an exact integer-valued float64), else exact."""
+    shift = torch.clamp(shift, min=-60)                          # -60: a non-zero term stays non-zero
     if model.align_bits is None:
-        return torch.ldexp(s, shift)
-    v = torch.ldexp(s, torch.clamp(shift, min=-60) + model.align_bits)  # -60: nonzero stays nonzero
-    v = {"rtz": torch.trunc, "rdown": torch.floor, "rne": torch.round}[model.align_rounding](v)
-    return torch.ldexp(v, torch.full_like(shift, -model.align_bits))
+        return s * _pow2(shift)
+    v = s * _pow2(shift + model.align_bits)
+    return {"rtz": torch.trunc, "rdown": torch.floor, "rne": torch.round}[model.align_rounding](v)
 
 
-def _group_step(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torch.Tensor, acc: torch.Tensor,
-                model: AccumulatorModel, acc_emin: int) -> torch.Tensor:
-    """One group: sa/ea (M, G), sb/eb (G, N), acc (M, N) float64 -> exact aligned sum (M, N) and E."""
+def _group_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torch.Tensor, acc: torch.Tensor,
+                  model: AccumulatorModel) -> torch.Tensor:
+    """Steps 1-4 for one group: sa/ea (M, G), sb/eb (G, N) significands/exponents of the inputs, acc
+    (M, N) the accumulator (float64 holding acc_format values) -> the next accumulator."""
+    acc_fmt = get_format(model.acc_format)
     ep = ea[:, :, None] + eb[None, :, :]                        # (M, G, N) product exponents
     prod = sa[:, :, None] * sb[None, :, :]                      # exact significand products in [0, 4)
     E = ep.amax(dim=1)
     if model.align_with_acc:
-        s_acc, e_acc = _significand_exponent(acc, acc_emin)
+        s_acc, e_acc = _significand_exponent(acc, acc_fmt.emin)
         E = torch.maximum(E, e_acc)
-    terms = torch.ldexp(_align(prod, ep - E[:, None, :], model).sum(dim=1), torch.clamp(E, min=-1000))
-    if model.align_with_acc:  # exact when aligned (a sum of multiples of 2^(E - align_bits)), else to odd
-        acc_term = torch.ldexp(_align(s_acc, e_acc - E, model), torch.clamp(E, min=-1000))
-        terms = terms + acc_term if model.align_bits is not None else _add_round_to_odd(terms, acc_term)
-    return terms
+    unit = _pow2(torch.clamp(E, min=-1000) - (model.align_bits or 0))
+    total = _align(prod, ep - E[:, None, :], model).sum(dim=1) * unit    # exact (see __post_init__)
+    if model.align_with_acc:
+        acc_term = _align(s_acc, e_acc - E, model) * unit
+        total = total + acc_term if model.align_bits is not None else _add_round_to_odd(total, acc_term)
+    else:
+        total = _add_round_to_odd(acc, total)
+    total = torch.where(total == 0, 0.0, total)                 # an exact zero sum is +0
+    return _round_values(total, acc_fmt, model.acc_rounding)
+
+
+def _round_values(x: torch.Tensor, fmt: FloatFormat, rounding: str) -> torch.Tensor:
+    """float64 ``x`` rounded to ``fmt`` (float64 out), compile-friendly: no input validation."""
+    return _decode_arith(_encode_core(x, fmt, canonical_rounding(rounding), False, None, 32).long(), fmt)
 
 
 def _check_operand(x: Any, name: str) -> torch.Tensor:
@@ -271,14 +290,24 @@ def _check_exact_budget(model: AccumulatorModel, K: int) -> None:
                          "do not sum exactly in float64; use align_bits or smaller groups")
 
 
+@functools.lru_cache(maxsize=1)
+def _compiled_group_update() -> Any:
+    """``_group_update`` fused by torch.compile: the (M, G, N) broadcasts become two reductions that
+    never materialise; compiled once per model on first use."""
+    return torch.compile(_group_update, dynamic=True)
+
+
 def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tensor | None = None, *,
-                    check_inputs: bool = True) -> torch.Tensor:
+                    check_inputs: bool = True, backend: str = "eager") -> torch.Tensor:
     """``c + a @ b`` (float32, M x N) computed as the accumulator ``model`` computes it, bit for bit.
 
     ``a`` (M x K) and ``b`` (K x N) hold values of the model's input formats (checked unless
     ``check_inputs=False``); ``c`` is an optional float32 initial accumulator. Work is chunked along K
-    one group at a time, so memory is O(M * N * group_size).
+    one group at a time, so memory is O(M * N * group_size) (eager) or O(M * N) (``backend="compiled"``,
+    the same function fused by torch.compile: the same bits, much faster for large shapes).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     model = get_accumulator(model)
     a, b = _check_operand(a, "a"), _check_operand(b, "b")
     if a.shape[1] != b.shape[0]:
@@ -298,30 +327,27 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     c64 = torch.zeros(M, N, dtype=torch.float64, device=a.device) if c is None else c.to(torch.float64)
     acc_fmt = get_format(model.acc_format)
 
-    def to_acc(v: torch.Tensor) -> torch.Tensor:
-        return quantize(v, acc_fmt, model.acc_rounding, out_dtype=torch.float64)
-
-    def to_outer(v: torch.Tensor) -> torch.Tensor:
-        return quantize(v, model.outer_format, model.outer_rounding, out_dtype=torch.float64)
+    outer_fmt = get_format(model.outer_format)
+    step = _compiled_group_update() if backend == "compiled" else _group_update
 
     fin_a, fin_b = torch.isfinite(a64), torch.isfinite(b64)
     sa, ea = _significand_exponent(torch.where(fin_a, a64, 0.0), fa.emin)
     sb, eb = _significand_exponent(torch.where(fin_b, b64, 0.0), fb.emin)
     promote = model.promote_every
     outer = c64.clone() if promote else None
-    acc = torch.zeros_like(c64) if promote else to_acc(torch.where(torch.isfinite(c64), c64, 0.0))
+    acc = (torch.zeros_like(c64) if promote
+           else _round_values(torch.where(torch.isfinite(c64), c64, 0.0), acc_fmt, model.acc_rounding))
     G = model.group_size
     for start in range(0, K, G):
         if promote and start and start % promote == 0:
-            outer = to_outer(_add_round_to_odd(outer, acc))
+            outer = _round_values(_add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
             acc = torch.zeros_like(acc)
         sl = slice(start, min(start + G, K))
-        total = _group_step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model, acc_fmt.emin)
-        acc = to_acc(total if model.align_with_acc else _add_round_to_odd(acc, total))
+        acc = step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model)
     if promote:
-        acc = to_outer(_add_round_to_odd(outer, acc))
+        acc = _round_values(_add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
     out = acc.to(torch.float32)
-    # step 6: any NaN/Inf input -> IEEE float32 result of the exact sum
+    # step 7: any NaN/Inf input -> IEEE float32 result of the exact sum
     if not (bool(fin_a.all()) and bool(fin_b.all()) and bool(torch.isfinite(c64).all())):
         ieee = (a64 @ b64 + c64).to(torch.float32)
         out = torch.where(torch.isfinite(ieee), out, ieee)
