@@ -207,15 +207,17 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
 _NO_EXP = -(1 << 20)                                            # exponent of "no term"
 
 
-def _pow2(e: torch.Tensor) -> torch.Tensor:
-    """2.0 ** e as float64 for integer tensors e in [-1022, 1023], built from the bits (exact, cheap)."""
-    return ((e + 1023) << 52).view(torch.float64)
+def _pow2(e: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """2.0 ** e for integer tensors e within ``dtype``'s normal range, built from the bits (exact, cheap)."""
+    if dtype == torch.float32:
+        return ((e.to(torch.int32) + 127) << 23).view(torch.float32)
+    return ((e.to(torch.int64) + 1023) << 52).view(torch.float64)
 
 
 def _significand_exponent(x: torch.Tensor, emin: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(s, e) with x = s * 2^e, |s| in [1, 2) (e >= emin, else |s| < 1); zeros give (0, _NO_EXP)."""
-    _, e = torch.frexp(x)
-    e = torch.clamp(e.to(torch.int64) - 1, min=emin)
+    """(s, e) with x = s * 2^e, |s| in [1, 2) (e >= emin, else |s| < 1); zeros give (0, _NO_EXP).
+    ``x`` is float64 holding values of a format with emin >= -1022 (so never a float64 subnormal)."""
+    e = torch.clamp(((x.view(torch.int64) >> 52) & 0x7FF) - 1023, min=emin)
     s = x * _pow2(-e)
     return s, torch.where(x == 0, _NO_EXP, e)
 
@@ -225,15 +227,16 @@ def _align(s: torch.Tensor, shift: torch.Tensor, model: AccumulatorModel) -> tor
     aligning (an exact integer-valued float64), else exact."""
     shift = torch.clamp(shift, min=-60)                          # -60: a non-zero term stays non-zero
     if model.align_bits is None:
-        return s * _pow2(shift)
-    v = s * _pow2(shift + model.align_bits)
+        return s * _pow2(shift, s.dtype)
+    v = s * _pow2(shift + model.align_bits, s.dtype)
     return {"rtz": torch.trunc, "rdown": torch.floor, "rne": torch.round}[model.align_rounding](v)
 
 
 def _group_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torch.Tensor, acc: torch.Tensor,
                   model: AccumulatorModel) -> torch.Tensor:
     """Steps 1-4 for one group: sa/ea (M, G), sb/eb (G, N) significands/exponents of the inputs, acc
-    (M, N) the accumulator (float64 holding acc_format values) -> the next accumulator."""
+    (M, N) the accumulator (float64 holding acc_format values) -> the next accumulator. The aligned
+    terms are summed in sa's dtype: float64, or float32 where ``_narrow_ok`` proves that exact."""
     acc_fmt = get_format(model.acc_format)
     ep = ea[:, :, None] + eb[None, :, :]                        # (M, G, N) product exponents
     prod = sa[:, :, None] * sb[None, :, :]                      # exact significand products in [0, 4)
@@ -242,9 +245,9 @@ def _group_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torc
         s_acc, e_acc = _significand_exponent(acc, acc_fmt.emin)
         E = torch.maximum(E, e_acc)
     unit = _pow2(torch.clamp(E, min=-1000) - (model.align_bits or 0))
-    total = _align(prod, ep - E[:, None, :], model).sum(dim=1) * unit    # exact (see __post_init__)
+    total = _align(prod, ep - E[:, None, :], model).sum(dim=1).double() * unit    # exact (see __post_init__)
     if model.align_with_acc:
-        acc_term = _align(s_acc, e_acc - E, model) * unit
+        acc_term = _align(s_acc.to(sa.dtype), e_acc - E, model).double() * unit
         total = total + acc_term if model.align_bits is not None else _add_round_to_odd(total, acc_term)
     else:
         total = _add_round_to_odd(acc, total)
@@ -276,6 +279,15 @@ def _add_round_to_odd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     even = (s.view(torch.int64) & 1) == 0
     toward = torch.where(err > 0, torch.inf, -torch.inf).to(s.dtype)
     return torch.where((err != 0) & even & torch.isfinite(s), torch.nextafter(s, toward), s)
+
+
+def _narrow_ok(model: AccumulatorModel) -> bool:
+    """True when float32/int32 arithmetic is exact for the group sums: products of the input
+    significands fit 24 bits, and the sum of G + 1 aligned terms (integers < 2^(align_bits + 2)) does."""
+    fa, fb = model.formats
+    if model.align_bits is None or fa.mbits + fb.mbits + 2 > 24:
+        return False
+    return model.align_bits + 2 + math.ceil(math.log2(model.group_size + 1)) <= 24
 
 
 def _check_exact_budget(model: AccumulatorModel, K: int) -> None:
@@ -333,6 +345,8 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     fin_a, fin_b = torch.isfinite(a64), torch.isfinite(b64)
     sa, ea = _significand_exponent(torch.where(fin_a, a64, 0.0), fa.emin)
     sb, eb = _significand_exponent(torch.where(fin_b, b64, 0.0), fb.emin)
+    if _narrow_ok(model):
+        sa, ea, sb, eb = sa.float(), ea.int(), sb.float(), eb.int()
     promote = model.promote_every
     outer = c64.clone() if promote else None
     acc = (torch.zeros_like(c64) if promote

@@ -208,3 +208,13 @@ def test_bad_matmul_inputs():
     with pytest.raises(ValueError, match="do not sum exactly"):
         lp.emulated_matmul(torch.ones(2, 300), torch.ones(300, 2), AccumulatorModel(
             "x", ("e5m2", "e5m2"), group_size=300, align_bits=None, acc_format="fp32"))
+
+
+@pytest.mark.parametrize("name", ["hopper_fp8_promoted", "blackwell_fp8"])
+def test_compiled_backend_matches_eager(name):
+    g = torch.Generator().manual_seed(11)
+    a = lp.quantize(torch.randn(33, 300, generator=g) * 3, "e4m3", saturate=True)
+    b = lp.quantize(torch.randn(300, 17, generator=g), "e4m3", saturate=True)
+    a[0, 5] = math.inf
+    c = torch.randn(33, 17, generator=g)
+    assert_same(lp.emulated_matmul(a, b, name, c, backend="compiled"), lp.emulated_matmul(a, b, name, c))
