@@ -223,36 +223,40 @@ def _significand_exponent(x: torch.Tensor, emin: int) -> tuple[torch.Tensor, tor
 
 
 def _align(s: torch.Tensor, shift: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
-    """s * 2^shift (shift <= 0) rounded to a multiple of 2^-align_bits, in units of 2^-align_bits when
-    aligning (an exact integer-valued float64), else exact."""
-    shift = torch.clamp(shift, min=-60)                          # -60: a non-zero term stays non-zero
-    if model.align_bits is None:
-        return s * _pow2(shift, s.dtype)
-    v = s * _pow2(shift + model.align_bits, s.dtype)
+    """s * 2^shift (shift <= 0) rounded to a multiple of 2^-align_bits, returned in units of
+    2^-align_bits (an exact integer-valued float)."""
+    v = s * _pow2(torch.clamp(shift, min=-60) + model.align_bits, s.dtype)   # -60: non-zero stays non-zero
     return {"rtz": torch.trunc, "rdown": torch.floor, "rne": torch.round}[model.align_rounding](v)
 
 
 def _group_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torch.Tensor, acc: torch.Tensor,
                   model: AccumulatorModel) -> torch.Tensor:
-    """Steps 1-4 for one group: sa/ea (M, G), sb/eb (G, N) significands/exponents of the inputs, acc
-    (M, N) the accumulator (float64 holding acc_format values) -> the next accumulator. The aligned
-    terms are summed in sa's dtype: float64, or float32 where ``_narrow_ok`` proves that exact."""
-    acc_fmt = get_format(model.acc_format)
+    """Steps 1-4 for one group with aligned terms (align_bits set): sa/ea (M, G), sb/eb (G, N)
+    significands/exponents of the inputs, acc (M, N) the accumulator (float64 holding acc_format
+    values) -> the next accumulator. The aligned terms are integers in units of 2^(E - align_bits),
+    summed in sa's dtype: float64, or float32 where ``_narrow_ok`` proves that exact."""
     ep = ea[:, :, None] + eb[None, :, :]                        # (M, G, N) product exponents
     prod = sa[:, :, None] * sb[None, :, :]                      # exact significand products in [0, 4)
     E = ep.amax(dim=1)
     if model.align_with_acc:
-        s_acc, e_acc = _significand_exponent(acc, acc_fmt.emin)
+        s_acc, e_acc = _significand_exponent(acc, get_format(model.acc_format).emin)
         E = torch.maximum(E, e_acc)
-    unit = _pow2(torch.clamp(E, min=-1000) - (model.align_bits or 0))
-    total = _align(prod, ep - E[:, None, :], model).sum(dim=1).double() * unit    # exact (see __post_init__)
+    units = _align(prod, ep - E[:, None, :], model).sum(dim=1)
     if model.align_with_acc:
-        acc_term = _align(s_acc.to(sa.dtype), e_acc - E, model).double() * unit
-        total = total + acc_term if model.align_bits is not None else _add_round_to_odd(total, acc_term)
-    else:
-        total = _add_round_to_odd(acc, total)
-    total = torch.where(total == 0, 0.0, total)                 # an exact zero sum is +0
-    return _round_values(total, acc_fmt, model.acc_rounding)
+        units = units + _align(s_acc.to(sa.dtype), e_acc - E, model)
+    total = units.double() * _pow2(torch.clamp(E, min=-1000) - model.align_bits)   # exact
+    return _finish(total if model.align_with_acc else _add_round_to_odd(acc, total), model)
+
+
+def _exact_group_update(products: torch.Tensor, acc: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
+    """Steps 2-4 when terms are kept exact (align_bits=None): ``products`` is the group's exact sum."""
+    return _finish(_add_round_to_odd(acc, products), model)
+
+
+def _finish(total: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
+    """Step 4's rounding to the accumulator format; an exact zero sum is +0 (step 6)."""
+    total = torch.where(total == 0, 0.0, total)
+    return _round_values(total, get_format(model.acc_format), model.acc_rounding)
 
 
 def _round_values(x: torch.Tensor, fmt: FloatFormat, rounding: str) -> torch.Tensor:
@@ -343,8 +347,9 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     step = _compiled_group_update() if backend == "compiled" else _group_update
 
     fin_a, fin_b = torch.isfinite(a64), torch.isfinite(b64)
-    sa, ea = _significand_exponent(torch.where(fin_a, a64, 0.0), fa.emin)
-    sb, eb = _significand_exponent(torch.where(fin_b, b64, 0.0), fb.emin)
+    a_fin, b_fin = torch.where(fin_a, a64, 0.0), torch.where(fin_b, b64, 0.0)
+    sa, ea = _significand_exponent(a_fin, fa.emin)
+    sb, eb = _significand_exponent(b_fin, fb.emin)
     if _narrow_ok(model):
         sa, ea, sb, eb = sa.float(), ea.int(), sb.float(), eb.int()
     promote = model.promote_every
@@ -357,7 +362,10 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
             outer = _round_values(_add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
             acc = torch.zeros_like(acc)
         sl = slice(start, min(start + G, K))
-        acc = step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model)
+        if model.align_bits is None:   # exact terms: BLAS sums them exactly (_check_exact_budget)
+            acc = _exact_group_update(a_fin[:, sl] @ b_fin[sl], acc, model)
+        else:
+            acc = step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model)
     if promote:
         acc = _round_values(_add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
     out = acc.to(torch.float32)
