@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -39,12 +40,19 @@ def error_summary(n: int = 1 << 16, seed: int = 0) -> pd.DataFrame:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
+    from .lab import accum_vs_k
+
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
+    args.out.mkdir(parents=True, exist_ok=True)
     print("== formats ==")
-    print(format_table().to_string(index=False))
+    table = format_table()
+    table.to_csv(args.out / "formats.csv", index=False)
+    print(table.to_string(index=False))
     print("\n== relative RMS error of a plain cast (no scaling), 64k samples ==")
     print(error_summary().to_string(float_format=lambda v: f"{v:.2e}"))
+    print("\n== FP8 GEMM error vs K by accumulator model (quick: 16 x 16 outputs, K <= 4096) ==")
+    accum_vs_k.main(["--quick", "--backend", "eager", "--out", str(args.out)])
     return 0
 
 
@@ -52,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lowprec", description=__doc__)
     sub = ap.add_subparsers(dest="cmd")
     lab = sub.add_parser("lab", help="run the lab's main job on its embedded default data")
+    lab.add_argument("--out", type=Path, default=Path("reports/lab"), help="where tables and plots go")
     lab.set_defaults(func=cmd_lab)
     args = ap.parse_args(argv)
     if args.cmd is None:

@@ -25,7 +25,13 @@ def test_unknown_backend():
         lp.encode(torch.ones(2), "e4m3", backend="cuda")
 
 
-def test_lab_prints_tables(capsys):
-    assert main(["lab"]) == 0
+def test_lab_writes_its_report_and_resumes(capsys, tmp_path):
+    assert main(["lab", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "e4m3fn" in out and "rel" in out.lower()
+    assert "e4m3fn" in out and "hopper_fp8_promoted" in out
+    for name in ("formats.csv", "accum_error_vs_k.csv", "accum_error_vs_k.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rows = (tmp_path / "accum_error_vs_k.csv").read_text().count("\n")
+    assert main(["lab", "--out", str(tmp_path)]) == 0           # resumes: nothing recomputed or duplicated
+    assert "K=" not in capsys.readouterr().out
+    assert (tmp_path / "accum_error_vs_k.csv").read_text().count("\n") == rows
