@@ -38,7 +38,8 @@ from typing import Any, Sequence
 import torch
 
 from .formats import FloatFormat, get_format
-from .rounding import BACKENDS, _decode_arith, _encode_core, canonical_rounding, quantize, round_exact
+from .rounding import (BACKENDS, _decode_arith, _encode_core, add_round_to_odd, canonical_rounding, quantize,
+                       round_exact)
 
 ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
 
@@ -245,12 +246,12 @@ def _group_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torc
     if model.align_with_acc:
         units = units + _align(s_acc.to(sa.dtype), e_acc - E, model)
     total = units.double() * _pow2(torch.clamp(E, min=-1000) - model.align_bits)   # exact
-    return _finish(total if model.align_with_acc else _add_round_to_odd(acc, total), model)
+    return _finish(total if model.align_with_acc else add_round_to_odd(acc, total), model)
 
 
 def _exact_group_update(products: torch.Tensor, acc: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
     """Steps 2-4 when terms are kept exact (align_bits=None): ``products`` is the group's exact sum."""
-    return _finish(_add_round_to_odd(acc, products), model)
+    return _finish(add_round_to_odd(acc, products), model)
 
 
 def _finish(total: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
@@ -272,17 +273,6 @@ def _check_operand(x: Any, name: str) -> torch.Tensor:
     if x.dim() != 2:
         raise ValueError(f"{name} must be 2-D, got shape {tuple(x.shape)}")
     return x
-
-
-def _add_round_to_odd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x + y in float64 rounded to odd (exact sum via TwoSum): rounding that to any format with
-    <= 51 significand bits then gives the correctly rounded exact sum -- no double rounding."""
-    s = x + y
-    bb = s - x
-    err = (x - (s - bb)) + (y - bb)
-    even = (s.view(torch.int64) & 1) == 0
-    toward = torch.where(err > 0, torch.inf, -torch.inf).to(s.dtype)
-    return torch.where((err != 0) & even & torch.isfinite(s), torch.nextafter(s, toward), s)
 
 
 def _narrow_ok(model: AccumulatorModel) -> bool:
@@ -359,7 +349,7 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     G = model.group_size
     for start in range(0, K, G):
         if promote and start and start % promote == 0:
-            outer = _round_values(_add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
+            outer = _round_values(add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
             acc = torch.zeros_like(acc)
         sl = slice(start, min(start + G, K))
         if model.align_bits is None:   # exact terms: BLAS sums them exactly (_check_exact_budget)
@@ -367,7 +357,7 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
         else:
             acc = step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model)
     if promote:
-        acc = _round_values(_add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
+        acc = _round_values(add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
     out = acc.to(torch.float32)
     # step 7: any NaN/Inf input -> IEEE float32 result of the exact sum
     if not (bool(fin_a.all()) and bool(fin_b.all()) and bool(torch.isfinite(c64).all())):

@@ -358,6 +358,17 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
     return vals.numpy() if was_numpy else vals
 
 
+def add_round_to_odd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x + y in float64 rounded to odd (exact sum via TwoSum): rounding that to any format with
+    <= 51 significand bits then gives the correctly rounded exact sum -- no double rounding."""
+    s = x + y
+    bb = s - x
+    err = (x - (s - bb)) + (y - bb)
+    even = (s.view(torch.int64) & 1) == 0
+    toward = torch.where(err > 0, torch.inf, -torch.inf).to(s.dtype)
+    return torch.where((err != 0) & even & torch.isfinite(s), torch.nextafter(s, toward), s)
+
+
 # ---- scalar reference in exact arithmetic -------------------------------------------------------
 def round_exact(value: Fraction, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False) -> float:
     """Round an exact rational ``value`` to ``fmt`` (finite in, value out as a Python float / +-inf / nan).

@@ -1,0 +1,432 @@
+"""Scaling: granularities, scale choice, ``QuantizedTensor``, named recipes, and the block-scaled GEMM.
+
+Conventions (one mechanism for every recipe)
+-------------------------------------------
+* A tensor is viewed as 2-D ``(rows, cols)``: leading dims flattened into rows, the last dim (the GEMM
+  reduction dim of activations) is ``cols``. A ``tile=(tr, tc)`` shares one scale; ``-1`` spans the
+  whole dim: per-tensor ``(-1, -1)``, per-row ``(1, -1)``, per-column ``(-1, 1)``, DeepSeek activations
+  ``(1, 128)``, weights ``(128, 128)``, MX ``(1, 32)``. A last, ragged tile is allowed by default and is
+  exactly a zero-padded tile (zeros do not change an amax); ``allow_ragged=False`` makes it an error.
+* Stored scales are **dequantisation** scales ``sf`` (``x ~= value(code) * sf``), float32, shape
+  ``(ceil(rows / tr), ceil(cols / tc))``. Transformer Engine's multiplier ``scale`` is ``1 / sf``.
+* Non-MX scale choice, in float32 as the libraries compute it: ``amax`` of the tile's finite values,
+  raised to ``amax_floor``; ``sf = amax / (fmt.max / 2^margin)``; ``pow2="up"`` rounds ``sf`` up to a
+  power of two (DeepGEMM UE8M0: exponent + 1 when any mantissa bit is set; biased exponent clamped to
+  [1, 254]) -- for ``scale_op="mul_ratio"`` the multiplier is rounded down instead (TE's 0xFF800000
+  mask), the same intent. ``amax == 0`` (or no finite value) gives ``sf = 1`` (TE current scaling).
+* ``scale_op`` -- the arithmetic that makes the scaled value, because implementations differ by an ulp
+  before the cast: ``"mul_inv"`` ``x * (1 / sf)`` (DeepGEMM today, the ``deepseek_v3`` default),
+  ``"mul_ratio"`` ``x * (max / amax)`` (older DeepGEMM, TE), ``"div"`` ``x / sf`` (DeepSeek-V3
+  inference kernels). The scaled value is cast RNE with saturation; non-finite elements are cast
+  without saturation (NaN stays NaN, Inf becomes Inf or NaN as the format defines), so a NaN never
+  spreads to its neighbours unless ``nonfinite="tile_nan"`` asks for it.
+* MX (OCP MX v1.0, ``scale_format="e8m0"``): ``X = 2^(floor(log2 amax) - emax_elem)`` with the exact
+  ``floor(log2)`` (from the exponent bits, not a float log), exponent clamped to [-127, 127]; options
+  ``mx_rule``: ``floor`` (OCP), ``ceil``, ``even`` (torchao: amax rounded to the element mantissa
+  first), ``rceil`` (TE: ``2^ceil(log2(amax / max_elem))``). Elements ``RNE(V / X)`` with values above
+  the element max clamped. All-zero block: ``X = 2^-127``. NaN/Inf in a block: ``nonfinite="tile_nan"``
+  (default for MX: E8M0 0xFF, the whole block decodes NaN, as torchao) or ``"element"``.
+* Delayed scaling (TE): ``AmaxHistory`` holds the window; the scale comes from the history's reduction
+  (``max`` or ``most_recent``) *before* this step's amax is pushed; an amax of 0/Inf/NaN keeps the
+  previous scale; the first step uses ``sf = 1``; an infinite multiplier becomes FP32 max.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+
+from .formats import E8M0, FloatFormat, get_format
+from .rounding import add_round_to_odd, decode, encode
+
+SCALE_OPS = ("mul_inv", "mul_ratio", "div")
+MX_RULES = ("floor", "ceil", "even", "rceil")
+NONFINITE = ("element", "tile_nan")
+_F32_MAX = torch.finfo(torch.float32).max
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """How one tensor is quantised: element format, tile, and how the tile's scale is chosen/stored."""
+
+    fmt: str = "e4m3fn"
+    tile: tuple[int, int] = (1, 128)
+    amax_source: Literal["current", "delayed"] = "current"
+    margin: int = 0
+    amax_floor: float = 0.0
+    pow2: bool = False
+    scale_op: str = "mul_inv"
+    scale_format: Literal["fp32", "e8m0"] = "fp32"
+    mx_rule: str = "floor"
+    nonfinite: str = "element"
+    allow_ragged: bool = True
+
+    def __post_init__(self) -> None:
+        f = get_format(self.fmt)
+        if len(self.tile) != 2 or any((not isinstance(t, int)) or (t < 1 and t != -1) for t in self.tile):
+            raise ValueError(f"tile must be two positive ints or -1 (whole dim), got {self.tile!r}")
+        if self.scale_op not in SCALE_OPS:
+            raise ValueError(f"unknown scale_op {self.scale_op!r}; expected one of {SCALE_OPS}")
+        if self.mx_rule not in MX_RULES:
+            raise ValueError(f"unknown mx_rule {self.mx_rule!r}; expected one of {MX_RULES}")
+        if self.nonfinite not in NONFINITE:
+            raise ValueError(f"unknown nonfinite policy {self.nonfinite!r}; expected one of {NONFINITE}")
+        if self.scale_format not in ("fp32", "e8m0"):
+            raise ValueError(f"scale_format must be 'fp32' or 'e8m0', got {self.scale_format!r}")
+        if self.amax_source not in ("current", "delayed"):
+            raise ValueError(f"amax_source must be 'current' or 'delayed', got {self.amax_source!r}")
+        if self.amax_floor < 0 or not math.isfinite(self.amax_floor):
+            raise ValueError(f"amax_floor must be finite and >= 0, got {self.amax_floor}")
+        if self.scale_format == "e8m0" and self.amax_source == "delayed":
+            raise ValueError("MX (e8m0) scales are computed from the current block; delayed scaling is per-tensor")
+        if not f.signed:
+            raise ValueError(f"element format {f.name} is unsigned; scaling needs a signed element format")
+
+    @property
+    def format(self) -> FloatFormat:
+        return get_format(self.fmt)
+
+
+@dataclass
+class AmaxHistory:
+    """Transformer Engine's delayed-scaling state for one tensor: a rolling window of amaxes and the
+    current multiplier ``scale`` (q = x * scale; our dequantisation scale is 1 / scale)."""
+
+    length: int = 1024
+    reduction: Literal["max", "most_recent"] = "max"
+    amaxes: list[float] = field(default_factory=list)
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.length < 1:
+            raise ValueError(f"history length must be >= 1, got {self.length}")
+        if self.reduction not in ("max", "most_recent"):
+            raise ValueError(f"reduction must be 'max' or 'most_recent', got {self.reduction!r}")
+
+    def update_scale(self, fmt_max: float, margin: int) -> float:
+        """This step's multiplier, from the history before this step's amax (float32 arithmetic)."""
+        if self.amaxes:
+            amax = max(self.amaxes) if self.reduction == "max" else self.amaxes[-1]
+            if amax > 0 and math.isfinite(amax):
+                f32 = torch.float32
+                mult = float(torch.tensor(fmt_max, dtype=f32) / torch.tensor(amax, dtype=f32) / 2.0**margin)
+                self.scale = mult if math.isfinite(mult) else _F32_MAX
+        return self.scale
+
+    def push(self, amax: float) -> None:
+        self.amaxes = (self.amaxes + [amax])[-self.length:]
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """Codes of one element format with per-tile dequantisation scales (see the module doc)."""
+
+    codes: torch.Tensor          # uint8, the 2-D (rows, cols) view of the input
+    scales: torch.Tensor         # float32, (ceil(rows / tr), ceil(cols / tc)); NaN where a tile is NaN
+    config: ScalingConfig
+    shape: tuple[int, ...]       # the original shape
+
+    @property
+    def fmt(self) -> FloatFormat:
+        return self.config.format
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        return _resolve_tile(self.config.tile, tuple(self.codes.shape))
+
+    @property
+    def scale_codes(self) -> torch.Tensor:
+        """The scales as E8M0 codes (MX and UE8M0 storage); a ValueError if a scale is not a power of 2."""
+        finite = torch.isfinite(self.scales)
+        m, _ = torch.frexp(self.scales[finite])
+        if bool((m.abs() != 0.5).any()):
+            raise ValueError("scales are not powers of two; they have no E8M0 encoding")
+        return encode(self.scales, E8M0)
+
+    def values(self) -> torch.Tensor:
+        """The unscaled element values (float32, 2-D)."""
+        return decode(self.codes, self.fmt)
+
+    def dequantize(self) -> torch.Tensor:
+        """value(code) * scale, float32, in the original shape."""
+        return (self.values() * _expand(self.scales, self.tile, tuple(self.codes.shape))).reshape(self.shape)
+
+    def nbytes(self, packed: bool = True) -> int:
+        """Bytes on the wire: codes (packed for sub-byte formats) plus scales (1 byte for E8M0, else 4)."""
+        bits = self.fmt.bits if packed else 8
+        scale_bytes = 1 if self.config.scale_format == "e8m0" else 4
+        return math.ceil(self.codes.numel() * bits / 8) + self.scales.numel() * scale_bytes
+
+
+# ---- tiles ---------------------------------------------------------------------------------------
+def _resolve_tile(tile: tuple[int, int], shape2d: tuple[int, int]) -> tuple[int, int]:
+    return tuple(max(1, s) if t == -1 else t for t, s in zip(tile, shape2d))  # type: ignore[return-value]
+
+
+def _tiles(x: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
+    """(R, C) -> (R/tr, C/tc, tr, tc) view of x zero-padded to whole tiles."""
+    R, C = x.shape
+    tr, tc = tile
+    pr, pc = (-R) % tr, (-C) % tc
+    if pr or pc:
+        x = torch.nn.functional.pad(x, (0, pc, 0, pr))
+    return x.reshape((R + pr) // tr, tr, (C + pc) // tc, tc).permute(0, 2, 1, 3)
+
+
+def _expand(per_tile: torch.Tensor, tile: tuple[int, int], shape2d: tuple[int, int]) -> torch.Tensor:
+    """Broadcast a per-tile tensor back to the elements of a (R, C) tensor."""
+    tr, tc = tile
+    return per_tile.repeat_interleave(tr, 0).repeat_interleave(tc, 1)[: shape2d[0], : shape2d[1]]
+
+
+def _as_2d(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(1, -1) if x.dim() < 2 else x.reshape(-1, x.shape[-1])
+
+
+# ---- scale choice ---------------------------------------------------------------------------------
+def _pow2_up(sf: torch.Tensor) -> torch.Tensor:
+    """Round positive float32 ``sf`` up to a power of two; biased exponent clamped to [1, 254]."""
+    bits = sf.view(torch.int32)
+    exp = ((bits >> 23) & 0xFF) + ((bits & 0x7FFFFF) != 0).to(torch.int32)
+    return (torch.clamp(exp, 1, 254) << 23).view(torch.float32)
+
+
+def _pow2_down(m: torch.Tensor) -> torch.Tensor:
+    """Round positive float32 ``m`` down to a power of two (TE: keep sign and exponent bits)."""
+    return (m.view(torch.int32) & torch.tensor(0xFF800000 - (1 << 32), dtype=torch.int32)).view(torch.float32)
+
+
+def _floor_log2(v: torch.Tensor) -> torch.Tensor:
+    """Exact floor(log2(v)) of positive finite float64 ``v`` (from the exponent, not a float log)."""
+    _, e = torch.frexp(v)
+    return e.to(torch.int64) - 1
+
+
+def _mx_exponent(amax: torch.Tensor, cfg: ScalingConfig) -> torch.Tensor:
+    """Shared exponent of each MX block (int64, clamped to [-127, 127]); amax float64 >= 0 finite."""
+    f = cfg.format
+    pos = amax > 0
+    a = torch.where(pos, amax, 1.0)
+    if cfg.mx_rule == "floor":
+        e = _floor_log2(a) - f.emax
+    elif cfg.mx_rule == "ceil":
+        fl = _floor_log2(a)
+        e = fl + (a != torch.ldexp(torch.ones_like(a), fl)).to(torch.int64) - f.emax
+    elif cfg.mx_rule == "even":
+        from .rounding import quantize  # amax rounded (RNE) to the element's mantissa width, then floor
+        wide = FloatFormat("amax_even", 11, f.mbits, 1023, "ieee")
+        e = _floor_log2(quantize(a, wide, out_dtype=torch.float64)) - f.emax
+    else:  # rceil: 2^ceil(log2(amax / max_elem))
+        r = a / f.max
+        fl = _floor_log2(r)
+        e = fl + (r != torch.ldexp(torch.ones_like(r), fl)).to(torch.int64)
+    return torch.where(pos, torch.clamp(e, -127, 127), torch.full_like(e, -127))
+
+
+def _tile_scales(t: torch.Tensor, cfg: ScalingConfig, history: AmaxHistory | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per tile of ``t`` (float32, (nr, nc, tr, tc)): (sf, multiplier, nan_tile). The multiplier is what
+    ``mul_*`` scale ops multiply by (for ``div`` and MX it is unused)."""
+    f = cfg.format
+    finite = torch.isfinite(t)
+    amax = torch.where(finite, t.abs(), 0.0).amax(dim=(2, 3))
+    nan_tile = ~finite.all(dim=(2, 3)) if cfg.nonfinite == "tile_nan" else torch.zeros_like(amax, dtype=torch.bool)
+    if cfg.scale_format == "e8m0":
+        sf = torch.ldexp(torch.ones_like(amax, dtype=torch.float64), _mx_exponent(amax.double(), cfg)).float()
+        return sf, 1.0 / sf, nan_tile
+    target = torch.tensor(f.max / 2.0**cfg.margin, dtype=torch.float32)
+    if cfg.amax_source == "delayed":
+        assert history is not None
+        mult = torch.full_like(amax, history.update_scale(f.max, cfg.margin))
+        history.push(float(amax.max()))
+        return 1.0 / mult, mult, nan_tile
+    amax = torch.clamp(amax, min=cfg.amax_floor) if cfg.amax_floor > 0 else amax
+    ok = amax > 0
+    if cfg.scale_op == "mul_ratio":
+        mult = torch.where(ok, target / torch.where(ok, amax, 1.0), 1.0)
+        mult = torch.where(torch.isinf(mult), _F32_MAX, mult)
+        if cfg.pow2:
+            mult = _pow2_down(mult)
+        return 1.0 / mult, mult, nan_tile
+    sf = torch.where(ok, amax / target, 1.0)
+    if cfg.pow2:
+        sf = _pow2_up(sf)
+    return sf, 1.0 / sf, nan_tile
+
+
+def _scaled(t: torch.Tensor, sf: torch.Tensor, mult: torch.Tensor, cfg: ScalingConfig) -> torch.Tensor:
+    """The values that are cast, computed as ``cfg.scale_op`` says (float32; float64 for MX, exact)."""
+    if cfg.scale_format == "e8m0":
+        return t.double() / sf[:, :, None, None].double()
+    if cfg.scale_op == "div":
+        return t / sf[:, :, None, None]
+    return t * mult[:, :, None, None]
+
+
+# ---- the public API -------------------------------------------------------------------------------
+def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig | str", role: str = "activation", *,
+                    history: AmaxHistory | None = None, **overrides: Any) -> QuantizedTensor:
+    """Quantise ``x`` with a recipe (name or ``Recipe``; ``role`` picks its config) or a ``ScalingConfig``.
+
+    ``overrides`` replace config fields (e.g. ``tile=(1, 64)``, ``scale_op="div"``). Delayed scaling
+    needs ``history`` (an ``AmaxHistory``), which is updated.
+    """
+    cfg = _resolve_config(recipe_or_scaling, role, overrides)
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise TypeError(f"quantize_tensor needs a floating-point torch tensor, got "
+                        f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
+    if cfg.amax_source == "delayed" and history is None:
+        raise ValueError("delayed scaling needs history=AmaxHistory(...)")
+    x2 = _as_2d(x).to(torch.float32)
+    tile = _resolve_tile(cfg.tile, tuple(x2.shape))
+    if not cfg.allow_ragged and (x2.shape[0] % tile[0] or x2.shape[1] % tile[1]):
+        raise ValueError(f"tile {tile} does not divide the (rows, cols) = {tuple(x2.shape)} view and "
+                         "allow_ragged=False")
+    t = _tiles(x2, tile)
+    sf, mult, nan_tile = _tile_scales(t, cfg, history)
+    y = _scaled(t, sf, mult, cfg)
+    fmt = cfg.format
+    codes_t = encode(torch.where(torch.isfinite(y), y, 0.0), fmt, saturate=True)
+    if fmt.has_nan:
+        special = ~torch.isfinite(t)
+        if bool(special.any()):
+            codes_t = torch.where(special, encode(torch.where(special, t, 0.0), fmt), codes_t)
+    sf = torch.where(nan_tile, torch.nan, sf)
+    codes = codes_t.permute(0, 2, 1, 3).reshape(t.shape[0] * tile[0], t.shape[1] * tile[1])
+    return QuantizedTensor(codes[: x2.shape[0], : x2.shape[1]].contiguous(), sf, cfg, tuple(x.shape))
+
+
+def _resolve_config(recipe_or_scaling: Any, role: str, overrides: dict[str, Any]) -> ScalingConfig:
+    if isinstance(recipe_or_scaling, str):
+        recipe_or_scaling = get_recipe(recipe_or_scaling)
+    if isinstance(recipe_or_scaling, Recipe):
+        cfg = recipe_or_scaling.config(role)
+    elif isinstance(recipe_or_scaling, ScalingConfig):
+        cfg = recipe_or_scaling
+    else:
+        raise TypeError(f"expected a recipe name, Recipe or ScalingConfig, got {type(recipe_or_scaling).__name__}")
+    return replace(cfg, **overrides) if overrides else cfg
+
+
+# ---- recipes --------------------------------------------------------------------------------------
+ROLES = ("activation", "weight", "grad")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of ScalingConfigs, one per tensor role (activation, weight, grad)."""
+
+    name: str
+    activation: ScalingConfig
+    weight: ScalingConfig
+    grad: ScalingConfig
+    description: str = ""
+
+    def config(self, role: str) -> ScalingConfig:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+        return getattr(self, role)
+
+
+def _same(cfg: ScalingConfig, name: str, description: str, **grad: Any) -> Recipe:
+    return Recipe(name, cfg, cfg, replace(cfg, **grad) if grad else cfg, description)
+
+
+_DS = ScalingConfig("e4m3fn", (1, 128), amax_floor=1e-4, scale_op="mul_inv")
+_TE_DELAYED = ScalingConfig("e4m3fn", (-1, -1), amax_source="delayed", scale_op="mul_ratio")
+_TE_CURRENT = ScalingConfig("e4m3fn", (-1, -1), scale_op="mul_ratio")
+_MX = ScalingConfig("e4m3fn", (1, 32), scale_format="e8m0", mx_rule="floor", nonfinite="tile_nan")
+
+_RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("deepseek_v3", _DS, replace(_DS, tile=(128, 128)), _DS,
+           "DeepSeek-V3 / DeepGEMM: E4M3 everywhere, 1x128 activation and gradient tiles, 128x128 weight "
+           "blocks, online amax (clamped to 1e-4), sf = amax / 448, x * (1 / sf), float32 scales"),
+    Recipe("deepseek_v3_ue8m0", replace(_DS, pow2=True), replace(_DS, tile=(128, 128), pow2=True),
+           replace(_DS, pow2=True), "deepseek_v3 with DeepGEMM's UE8M0 scales (sf rounded up to a power of "
+           "two); also the paper's power-of-2 tensors (attention-output linear input, MoE up-projection "
+           "input, gradient before the MoE down-projection)"),
+    _same(_TE_DELAYED, "te_delayed", "Transformer Engine DelayedScaling (HYBRID): per-tensor, amax history 1024 "
+          "(max), E4M3 forward, E5M2 gradients", fmt="e5m2"),
+    _same(_TE_CURRENT, "te_current", "Transformer Engine current scaling: per-tensor, E4M3 forward, E5M2 "
+          "gradients", fmt="e5m2"),
+    _same(ScalingConfig("e4m3fn", (1, -1), scale_op="mul_ratio"), "rowwise",
+          "row-wise (per-token / per-output-channel) current scaling, E4M3"),
+    Recipe("mxfp8", _MX, replace(_MX, tile=(32, 1)), _MX,
+           "OCP MX v1.0 MXFP8: E4M3 elements, 32-element blocks along the reduction dim, E8M0 scales "
+           "(floor rule)"),
+    Recipe("mxfp8_te", replace(_MX, mx_rule="rceil"), replace(_MX, tile=(32, 1), mx_rule="rceil"),
+           replace(_MX, mx_rule="rceil"), "MXFP8 with Transformer Engine's RCEIL scale rounding"),
+]}
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Make a user-composed recipe available by name."""
+    if recipe.name in _RECIPES and _RECIPES[recipe.name] != recipe:
+        raise ValueError(f"recipe {recipe.name!r} already exists")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in _RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(_RECIPES)}")
+    return _RECIPES[name]
+
+
+def list_recipes() -> list[Recipe]:
+    return list(_RECIPES.values())
+
+
+# ---- block-scaled GEMM ----------------------------------------------------------------------------
+def _k_block(a_q: QuantizedTensor, b_q: QuantizedTensor, K: int) -> int:
+    ka, kb = a_q.tile[1], b_q.tile[0]
+    if ka == kb or kb >= K:
+        return min(ka, K)
+    if ka >= K:
+        return min(kb, K)
+    raise ValueError(f"a's K tile ({ka}) and b's K tile ({kb}) differ; one must match the other or span all of K")
+
+
+def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.dtype = torch.float32, *,
+                  accumulator: Any = "fp32", allow_mixed: bool = False) -> torch.Tensor:
+    """``dequant(a) @ dequant(b)`` the way fine-grained FP8 GEMMs compute it (DeepGEMM).
+
+    For each K block (the K tile): ``partial = values(a_blk) @ values(b_blk)`` accumulated by
+    ``accumulator`` -- ``"exact"`` (exact sum, and the outer sum kept exact in float64: the reference),
+    ``"fp32"`` (exact sum rounded once to float32), or an ``AccumulatorModel``/preset name (emulated
+    bit for bit); then ``out = fma_fp32(scale_a * scale_b, partial, out)`` with ``scale_a * scale_b``
+    rounded to float32 first (one fused multiply-add, emulated exactly). ``a`` is (M, K), ``b`` (K, N).
+    """
+    from .accum import emulated_matmul, get_accumulator
+
+    for q, nm in ((a_q, "a_q"), (b_q, "b_q")):
+        if not isinstance(q, QuantizedTensor) or q.codes.dim() != 2 or len(q.shape) != 2:
+            raise TypeError(f"{nm} must be a 2-D QuantizedTensor")
+    (M, K), (K2, N) = a_q.codes.shape, b_q.codes.shape
+    if K != K2:
+        raise ValueError(f"shape mismatch: a is {(M, K)}, b is {(K2, N)}")
+    if a_q.fmt != b_q.fmt and not allow_mixed:
+        raise ValueError(f"a is {a_q.fmt.name} but b is {b_q.fmt.name}; pass allow_mixed=True to mix formats")
+    if a_q.config.scale_format != b_q.config.scale_format:
+        raise ValueError("a and b use different scale formats (e8m0 vs fp32)")
+    model = None if accumulator in ("exact", "fp32") else get_accumulator(accumulator)
+    kb = _k_block(a_q, b_q, K)
+    av, bv = a_q.values().double(), b_q.values().double()
+    sa = _expand(a_q.scales, (a_q.tile[0], 1), (M, a_q.scales.shape[1]))          # (M, K / ka)
+    sb = _expand(b_q.scales, (1, b_q.tile[1]), (b_q.scales.shape[0], N))          # (K / kb, N)
+    out = torch.zeros(M, N, dtype=torch.float64, device=av.device)
+    for k0 in range(0, K, kb):
+        blk = slice(k0, min(k0 + kb, K))
+        if model is None:
+            partial = av[:, blk] @ bv[blk]                     # exact for <= 8-bit elements and kb <= 2^17
+            if accumulator == "fp32":
+                partial = partial.float().double()
+        else:
+            partial = emulated_matmul(av[:, blk].float(), bv[blk].float(), model, check_inputs=False).double()
+        s = (sa[:, k0 // a_q.tile[1]][:, None] * sb[k0 // b_q.tile[0]][None, :]).float().double()
+        prod = s * partial                                     # exact: 24 x 24 bits
+        out = out + prod if accumulator == "exact" else add_round_to_odd(out, prod).float().double()
+    return out.to(out_dtype)
