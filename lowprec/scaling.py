@@ -16,8 +16,11 @@ Conventions (one mechanism for every recipe)
   mask), the same intent. ``amax == 0`` (or no finite value) gives ``sf = 1`` (TE current scaling).
 * ``scale_op`` -- the arithmetic that makes the scaled value, because implementations differ by an ulp
   before the cast: ``"mul_inv"`` ``x * (1 / sf)`` (DeepGEMM today, the ``deepseek_v3`` default),
-  ``"mul_ratio"`` ``x * (max / amax)`` (older DeepGEMM, TE), ``"div"`` ``x / sf`` (DeepSeek-V3
-  inference kernels). The scaled value is cast RNE with saturation; non-finite elements are cast
+  ``"mul_ratio"`` ``x * (max / amax)`` with a true division (TE's kernels), ``"mul_rcp_ratio"``
+  ``x * (max * (1 / amax))`` -- what older DeepGEMM's ``x * (448.0 / amax)`` computes when run by
+  PyTorch, whose ``scalar / tensor`` is a reciprocal times the scalar (found by our oracle test; it
+  differs from the true division in about a third of the near-boundary cases), ``"div"`` ``x / sf``
+  (DeepSeek-V3 inference kernels). The scaled value is cast RNE with saturation; non-finite elements are cast
   without saturation (NaN stays NaN, Inf becomes Inf or NaN as the format defines), so a NaN never
   spreads to its neighbours unless ``nonfinite="tile_nan"`` asks for it.
 * MX (OCP MX v1.0, ``scale_format="e8m0"``): ``X = 2^(floor(log2 amax) - emax_elem)`` with the exact
@@ -42,7 +45,7 @@ import torch
 from .formats import E8M0, FloatFormat, get_format
 from .rounding import add_round_to_odd, decode, encode
 
-SCALE_OPS = ("mul_inv", "mul_ratio", "div")
+SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
 MX_RULES = ("floor", "ceil", "even", "rceil")
 NONFINITE = ("element", "tile_nan")
 _F32_MAX = torch.finfo(torch.float32).max
@@ -150,9 +153,10 @@ class QuantizedTensor:
         """The unscaled element values (float32, 2-D)."""
         return decode(self.codes, self.fmt)
 
-    def dequantize(self) -> torch.Tensor:
-        """value(code) * scale, float32, in the original shape."""
-        return (self.values() * _expand(self.scales, self.tile, tuple(self.codes.shape))).reshape(self.shape)
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """value(code) * scale in the original shape: computed exactly in float64, rounded once to ``dtype``."""
+        sf = _expand(self.scales.double(), self.tile, tuple(self.codes.shape))
+        return (self.values().double() * sf).to(dtype).reshape(self.shape)
 
     def nbytes(self, packed: bool = True) -> int:
         """Bytes on the wire: codes (packed for sub-byte formats) plus scales (1 byte for E8M0, else 4)."""
@@ -217,7 +221,7 @@ def _mx_exponent(amax: torch.Tensor, cfg: ScalingConfig) -> torch.Tensor:
         e = fl + (a != torch.ldexp(torch.ones_like(a), fl)).to(torch.int64) - f.emax
     elif cfg.mx_rule == "even":
         from .rounding import quantize  # amax rounded (RNE) to the element's mantissa width, then floor
-        wide = FloatFormat("amax_even", 11, f.mbits, 1023, "ieee")
+        wide = FloatFormat("amax_even", 10, f.mbits, 511, "ieee")
         e = _floor_log2(quantize(a, wide, out_dtype=torch.float64)) - f.emax
     else:  # rceil: 2^ceil(log2(amax / max_elem))
         r = a / f.max
@@ -245,8 +249,10 @@ def _tile_scales(t: torch.Tensor, cfg: ScalingConfig, history: AmaxHistory | Non
         return 1.0 / mult, mult, nan_tile
     amax = torch.clamp(amax, min=cfg.amax_floor) if cfg.amax_floor > 0 else amax
     ok = amax > 0
-    if cfg.scale_op == "mul_ratio":
-        mult = torch.where(ok, target / torch.where(ok, amax, 1.0), 1.0)
+    if cfg.scale_op in ("mul_ratio", "mul_rcp_ratio"):
+        safe = torch.where(ok, amax, 1.0)
+        ratio = target / safe if cfg.scale_op == "mul_ratio" else target * torch.reciprocal(safe)
+        mult = torch.where(ok, ratio, 1.0)
         mult = torch.where(torch.isinf(mult), _F32_MAX, mult)
         if cfg.pow2:
             mult = _pow2_down(mult)
@@ -317,7 +323,8 @@ ROLES = ("activation", "weight", "grad")
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named set of ScalingConfigs, one per tensor role (activation, weight, grad)."""
+    """A named set of ScalingConfigs, one per tensor role (activation, weight, grad). Weight configs
+    are written for the (K, N) operand of ``scaled_matmul`` (b = W^T), so K runs down the rows."""
 
     name: str
     activation: ScalingConfig
@@ -352,8 +359,10 @@ _RECIPES: dict[str, Recipe] = {r.name: r for r in [
           "(max), E4M3 forward, E5M2 gradients", fmt="e5m2"),
     _same(_TE_CURRENT, "te_current", "Transformer Engine current scaling: per-tensor, E4M3 forward, E5M2 "
           "gradients", fmt="e5m2"),
-    _same(ScalingConfig("e4m3fn", (1, -1), scale_op="mul_ratio"), "rowwise",
-          "row-wise (per-token / per-output-channel) current scaling, E4M3"),
+    Recipe("rowwise", ScalingConfig("e4m3fn", (1, -1), scale_op="mul_ratio"),
+           ScalingConfig("e4m3fn", (-1, 1), scale_op="mul_ratio"), ScalingConfig("e4m3fn", (1, -1), scale_op="mul_ratio"),
+           "row-wise current scaling, E4M3: one scale per token (activation row) and per output channel "
+           "(weight column in the (K, N) layout)"),
     Recipe("mxfp8", _MX, replace(_MX, tile=(32, 1)), _MX,
            "OCP MX v1.0 MXFP8: E4M3 elements, 32-element blocks along the reduction dim, E8M0 scales "
            "(floor rule)"),
@@ -398,7 +407,8 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
     ``accumulator`` -- ``"exact"`` (exact sum, and the outer sum kept exact in float64: the reference),
     ``"fp32"`` (exact sum rounded once to float32), or an ``AccumulatorModel``/preset name (emulated
     bit for bit); then ``out = fma_fp32(scale_a * scale_b, partial, out)`` with ``scale_a * scale_b``
-    rounded to float32 first (one fused multiply-add, emulated exactly). ``a`` is (M, K), ``b`` (K, N).
+    rounded to float32 first (one fused multiply-add, emulated exactly). With ``"exact"`` nothing is
+    rounded before ``out_dtype``. ``a`` is (M, K), ``b`` (K, N).
     """
     from .accum import emulated_matmul, get_accumulator
 
@@ -426,7 +436,9 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
                 partial = partial.float().double()
         else:
             partial = emulated_matmul(av[:, blk].float(), bv[blk].float(), model, check_inputs=False).double()
-        s = (sa[:, k0 // a_q.tile[1]][:, None] * sb[k0 // b_q.tile[0]][None, :]).float().double()
+        s = sa[:, k0 // a_q.tile[1]][:, None].double() * sb[k0 // b_q.tile[0]][None, :].double()
+        if accumulator != "exact":
+            s = s.float().double()                             # scale_a * scale_b in float32, as DeepGEMM
         prod = s * partial                                     # exact: 24 x 24 bits
         out = out + prod if accumulator == "exact" else add_round_to_odd(out, prod).float().double()
     return out.to(out_dtype)
