@@ -38,8 +38,7 @@ from typing import Any, Sequence
 import torch
 
 from .formats import FloatFormat, get_format
-from .rounding import (BACKENDS, _decode_arith, _encode_core, add_round_to_odd, canonical_rounding, quantize,
-                       round_exact)
+from .rounding import BACKENDS, add_round_to_odd, canonical_rounding, pow2, quantize, round_exact, round_values
 
 ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
 
@@ -208,25 +207,18 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
 _NO_EXP = -(1 << 20)                                            # exponent of "no term"
 
 
-def _pow2(e: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """2.0 ** e for integer tensors e within ``dtype``'s normal range, built from the bits (exact, cheap)."""
-    if dtype == torch.float32:
-        return ((e.to(torch.int32) + 127) << 23).view(torch.float32)
-    return ((e.to(torch.int64) + 1023) << 52).view(torch.float64)
-
-
 def _significand_exponent(x: torch.Tensor, emin: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(s, e) with x = s * 2^e, |s| in [1, 2) (e >= emin, else |s| < 1); zeros give (0, _NO_EXP).
     ``x`` is float64 holding values of a format with emin >= -1022 (so never a float64 subnormal)."""
     e = torch.clamp(((x.view(torch.int64) >> 52) & 0x7FF) - 1023, min=emin)
-    s = x * _pow2(-e)
+    s = x * pow2(-e)
     return s, torch.where(x == 0, _NO_EXP, e)
 
 
 def _align(s: torch.Tensor, shift: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
     """s * 2^shift (shift <= 0) rounded to a multiple of 2^-align_bits, returned in units of
     2^-align_bits (an exact integer-valued float)."""
-    v = s * _pow2(torch.clamp(shift, min=-60) + model.align_bits, s.dtype)   # -60: non-zero stays non-zero
+    v = s * pow2(torch.clamp(shift, min=-60) + model.align_bits, s.dtype)   # -60: non-zero stays non-zero
     return {"rtz": torch.trunc, "rdown": torch.floor, "rne": torch.round}[model.align_rounding](v)
 
 
@@ -245,7 +237,7 @@ def _group_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torc
     units = _align(prod, ep - E[:, None, :], model).sum(dim=1)
     if model.align_with_acc:
         units = units + _align(s_acc.to(sa.dtype), e_acc - E, model)
-    total = units.double() * _pow2(torch.clamp(E, min=-1000) - model.align_bits)   # exact
+    total = units.double() * pow2(torch.clamp(E, min=-1000) - model.align_bits)   # exact
     return _finish(total if model.align_with_acc else add_round_to_odd(acc, total), model)
 
 
@@ -257,12 +249,7 @@ def _exact_group_update(products: torch.Tensor, acc: torch.Tensor, model: Accumu
 def _finish(total: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
     """Step 4's rounding to the accumulator format; an exact zero sum is +0 (step 6)."""
     total = torch.where(total == 0, 0.0, total)
-    return _round_values(total, get_format(model.acc_format), model.acc_rounding)
-
-
-def _round_values(x: torch.Tensor, fmt: FloatFormat, rounding: str) -> torch.Tensor:
-    """float64 ``x`` rounded to ``fmt`` (float64 out), compile-friendly: no input validation."""
-    return _decode_arith(_encode_core(x, fmt, canonical_rounding(rounding), False, None, 32).long(), fmt)
+    return round_values(total, get_format(model.acc_format), model.acc_rounding)
 
 
 def _check_operand(x: Any, name: str) -> torch.Tensor:
@@ -300,7 +287,7 @@ def _check_exact_budget(model: AccumulatorModel, K: int) -> None:
 def _compiled_group_update() -> Any:
     """``_group_update`` fused by torch.compile: the (M, G, N) broadcasts become two reductions that
     never materialise; compiled once per model on first use."""
-    return torch.compile(_group_update, dynamic=True)
+    return torch.compile(_group_update)
 
 
 def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tensor | None = None, *,
@@ -345,11 +332,11 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     promote = model.promote_every
     outer = c64.clone() if promote else None
     acc = (torch.zeros_like(c64) if promote
-           else _round_values(torch.where(torch.isfinite(c64), c64, 0.0), acc_fmt, model.acc_rounding))
+           else round_values(torch.where(torch.isfinite(c64), c64, 0.0), acc_fmt, model.acc_rounding))
     G = model.group_size
     for start in range(0, K, G):
         if promote and start and start % promote == 0:
-            outer = _round_values(add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
+            outer = round_values(add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
             acc = torch.zeros_like(acc)
         sl = slice(start, min(start + G, K))
         if model.align_bits is None:   # exact terms: BLAS sums them exactly (_check_exact_budget)
@@ -357,7 +344,7 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
         else:
             acc = step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model)
     if promote:
-        acc = _round_values(add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
+        acc = round_values(add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
     out = acc.to(torch.float32)
     # step 7: any NaN/Inf input -> IEEE float32 result of the exact sum
     if not (bool(fin_a.all()) and bool(fin_b.all()) and bool(torch.isfinite(c64).all())):

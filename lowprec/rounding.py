@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -51,9 +51,44 @@ _ROUNDING_ALIASES = {
     "sr": "stochastic",
 }
 
-_F64_MAG = 0x7FFF_FFFF_FFFF_FFFF
-_F64_INF = 0x7FF0_0000_0000_0000
-_F64_FRAC = (1 << 52) - 1
+
+
+class _Word(NamedTuple):
+    """The binary word the rounding works on: the input widened exactly to ``ftype``, its bits as ``itype``."""
+
+    ftype: torch.dtype
+    itype: torch.dtype
+    exp_bits: int
+    frac_bits: int
+    cap: int            # largest shift used: every bit of a significand is cut by then
+
+    @property
+    def bias(self) -> int:
+        return (1 << (self.exp_bits - 1)) - 1
+
+    @property
+    def mag_mask(self) -> int:
+        return (1 << (self.exp_bits + self.frac_bits)) - 1
+
+    @property
+    def inf_bits(self) -> int:
+        return ((1 << self.exp_bits) - 1) << self.frac_bits
+
+
+_W64 = _Word(torch.float64, torch.int64, 11, 52, 62)
+_W32 = _Word(torch.float32, torch.int32, 8, 23, 30)
+
+
+def _word_for(x: torch.Tensor, fmt: FloatFormat, rounding: str) -> _Word:
+    """32-bit words for float32/bf16/fp16 inputs when that is exact and every intermediate fits int32:
+    at least one bit is cut (mbits <= 22), codes stay below 2^31, and float32's subnormals (whose
+    exponent field does not give their leading bit) all fall below the format's normal range, where
+    only the subnormal quantum 2^(emin - mbits) matters. Else 64-bit words (float64 inputs, E8M0,
+    stochastic rounding)."""
+    narrow = x.dtype in (torch.float32, torch.bfloat16, torch.float16) and rounding != "stochastic"
+    below = fmt.emin > -126 or (fmt.subnormals and fmt.emin == -126)
+    fits = fmt.mbits <= 22 and fmt.emax <= 128 and below and (256 << fmt.mbits) < (1 << 31)
+    return _W32 if narrow and fits else _W64
 
 
 def canonical_rounding(rounding: str) -> str:
@@ -137,16 +172,20 @@ def _shl(one_like: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
 
 def _encode_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
                  rand: torch.Tensor | None, sr_bits: int) -> torch.Tensor:
-    """Codes (``code_dtype``) of float ``x``: widened to float64 exactly, then one rounding in integer
-    arithmetic on the significand (see module doc)."""
+    """Codes (``code_dtype``) of float ``x``: widened exactly to a float word (float64, or float32 where
+    that is exact and fits, see ``_word_for``), then one rounding in integer arithmetic on the
+    significand (see module doc)."""
     M, emin = fmt.mbits, fmt.emin
-    bits = x.to(torch.float64).view(torch.int64)
+    W = _word_for(x, fmt, rounding)
+    P = W.frac_bits
+    bits = x.to(W.ftype).view(W.itype)
     neg = bits < 0
-    ab = bits & _F64_MAG
-    bexp = ab >> 52
-    is_norm64 = bexp != 0
-    sig = torch.where(is_norm64, (ab & _F64_FRAC) | (1 << 52), ab & _F64_FRAC)  # |x| = sig * 2^(e - 52)
-    e = torch.where(is_norm64, bexp - 1023, torch.full_like(bexp, -1022))
+    ab = bits & W.mag_mask
+    bexp = ab >> P
+    is_normal = bexp != 0
+    frac = ab & ((1 << P) - 1)
+    sig = torch.where(is_normal, frac | (1 << P), frac)          # |x| = sig * 2^(e - P)
+    e = torch.where(is_normal, bexp - W.bias, torch.full_like(bexp, 1 - W.bias))
 
     if fmt.subnormals:
         e_eff = torch.clamp(e, min=emin)
@@ -158,8 +197,8 @@ def _encode_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: boo
         q = torch.where(tiny, torch.full_like(e, emin), e - M)
         code_base = torch.where(tiny, torch.zeros_like(e), ((e - emin + int(fmt.has_zero)) << M) - (1 << M))
 
-    shift_exact = q - (e - 52)                                    # bits of sig below the ulp (>= 21 here)
-    shift = torch.clamp(shift_exact, min=1, max=62)               # beyond 62 every bit is cut anyway
+    shift_exact = q - (e - P)                                     # bits of sig below the ulp (>= 1 here)
+    shift = torch.clamp(shift_exact, min=1, max=W.cap)            # beyond the cap every bit is cut anyway
     one = torch.ones_like(sig)
     r = torch.bitwise_right_shift(sig, shift)
     rem = sig & (_shl(one, shift) - 1)
@@ -204,7 +243,7 @@ def _encode_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: boo
 
     # overflow of finite inputs and Inf inputs: +-max, or Inf/NaN (decided per element), then NaN inputs
     max_code = fmt.max_code
-    is_inf = ab == _F64_INF
+    is_inf = ab == W.inf_bits
     over = (mag > max_code) | is_inf
     if saturate or not fmt.has_nan:
         to_special = torch.zeros_like(over)
@@ -216,7 +255,7 @@ def _encode_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: boo
     mag = torch.where(over, max_code, mag)
     if fmt.has_inf:
         mag = torch.where(to_special, fmt.inf_code, mag)
-    is_nan = ab > _F64_INF
+    is_nan = ab > W.inf_bits
     if fmt.has_nan:
         is_nan = is_nan | (to_special if not fmt.has_inf else torch.zeros_like(is_nan))
 
@@ -245,8 +284,9 @@ BACKENDS: tuple[str, ...] = ("eager", "compiled")
 @functools.lru_cache(maxsize=2)
 def _compiled(core: Any) -> Any:
     """``core`` fused by torch.compile (one C++/OpenMP loop on CPU, a Triton kernel on CUDA), compiled
-    on first use per (format, rounding, saturate): 10-20 s on CPU."""
-    return torch.compile(core, dynamic=True)
+    on first use per (format, rounding, saturate): 10-30 s on CPU. Shapes are specialised on the first
+    call and generalised (dynamic) when a second shape arrives (torch.compile's default)."""
+    return torch.compile(core)
 
 
 def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Generator | None,
@@ -356,6 +396,24 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
         vals = _decode_arith(core(t, fmt, rounding, bool(saturate), rand, sr_bits).long(), fmt)
     vals = vals.to(out_dtype)
     return vals.numpy() if was_numpy else vals
+
+
+def round_values(x: torch.Tensor, fmt: FloatFormat, rounding: str = "rne", saturate: bool = False) -> torch.Tensor:
+    """float64 ``x`` rounded to ``fmt``, float64 out: ``quantize`` without validation or dispatch, for
+    use inside other fused computations (x must be representable input: see ``encode``'s checks)."""
+    return _decode_arith(_encode_core(x, fmt, canonical_rounding(rounding), saturate, None, 32).long(), fmt)
+
+
+def pow2(e: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """2.0 ** e for integer tensors e within ``dtype``'s normal range, built from the bits (exact, cheap)."""
+    if dtype == torch.float32:
+        return ((e.to(torch.int32) + 127) << 23).view(torch.float32)
+    return ((e.to(torch.int64) + 1023) << 52).view(torch.float64)
+
+
+def floor_log2(v: torch.Tensor) -> torch.Tensor:
+    """Exact floor(log2(v)) (int64) of positive normal float64 ``v``, read from the exponent bits."""
+    return ((v.view(torch.int64) >> 52) & 0x7FF) - 1023
 
 
 def add_round_to_odd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ Conventions (one mechanism for every recipe)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -43,7 +44,7 @@ from typing import Any, Literal
 import torch
 
 from .formats import E8M0, FloatFormat, get_format
-from .rounding import add_round_to_odd, decode, encode
+from .rounding import BACKENDS, _encode_core, add_round_to_odd, decode, encode, floor_log2, pow2, round_values
 
 SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
 MX_RULES = ("floor", "ceil", "even", "rceil")
@@ -87,6 +88,9 @@ class ScalingConfig:
             raise ValueError("MX (e8m0) scales are computed from the current block; delayed scaling is per-tensor")
         if not f.signed:
             raise ValueError(f"element format {f.name} is unsigned; scaling needs a signed element format")
+        if not f.has_nan and self.nonfinite == "element":
+            raise ValueError(f"element format {f.name} has no NaN to hold a NaN/Inf element: use "
+                             "nonfinite='tile_nan'")
 
     @property
     def format(self) -> FloatFormat:
@@ -171,13 +175,14 @@ def _resolve_tile(tile: tuple[int, int], shape2d: tuple[int, int]) -> tuple[int,
 
 
 def _tiles(x: torch.Tensor, tile: tuple[int, int]) -> torch.Tensor:
-    """(R, C) -> (R/tr, C/tc, tr, tc) view of x zero-padded to whole tiles."""
+    """(R, C) -> (R/tr, tr, C/tc, tc) view of x zero-padded to whole tiles (a reshape, no copy when
+    the tiles divide): per-tile reductions are over dims (1, 3)."""
     R, C = x.shape
     tr, tc = tile
     pr, pc = (-R) % tr, (-C) % tc
     if pr or pc:
         x = torch.nn.functional.pad(x, (0, pc, 0, pr))
-    return x.reshape((R + pr) // tr, tr, (C + pc) // tc, tc).permute(0, 2, 1, 3)
+    return x.reshape((R + pr) // tr, tr, (C + pc) // tc, tc)
 
 
 def _expand(per_tile: torch.Tensor, tile: tuple[int, int], shape2d: tuple[int, int]) -> torch.Tensor:
@@ -203,49 +208,39 @@ def _pow2_down(m: torch.Tensor) -> torch.Tensor:
     return (m.view(torch.int32) & torch.tensor(0xFF800000 - (1 << 32), dtype=torch.int32)).view(torch.float32)
 
 
-def _floor_log2(v: torch.Tensor) -> torch.Tensor:
-    """Exact floor(log2(v)) of positive finite float64 ``v`` (from the exponent, not a float log)."""
-    _, e = torch.frexp(v)
-    return e.to(torch.int64) - 1
-
-
 def _mx_exponent(amax: torch.Tensor, cfg: ScalingConfig) -> torch.Tensor:
     """Shared exponent of each MX block (int64, clamped to [-127, 127]); amax float64 >= 0 finite."""
     f = cfg.format
     pos = amax > 0
     a = torch.where(pos, amax, 1.0)
     if cfg.mx_rule == "floor":
-        e = _floor_log2(a) - f.emax
+        e = floor_log2(a) - f.emax
     elif cfg.mx_rule == "ceil":
-        fl = _floor_log2(a)
-        e = fl + (a != torch.ldexp(torch.ones_like(a), fl)).to(torch.int64) - f.emax
-    elif cfg.mx_rule == "even":
-        from .rounding import quantize  # amax rounded (RNE) to the element's mantissa width, then floor
-        wide = FloatFormat("amax_even", 10, f.mbits, 511, "ieee")
-        e = _floor_log2(quantize(a, wide, out_dtype=torch.float64)) - f.emax
+        fl = floor_log2(a)
+        e = fl + (a != pow2(fl)).to(torch.int64) - f.emax
+    elif cfg.mx_rule == "even":  # amax rounded (RNE) to the element's mantissa width, then floor
+        e = floor_log2(round_values(a, FloatFormat("amax_even", 10, f.mbits, 511, "ieee"))) - f.emax
     else:  # rceil: 2^ceil(log2(amax / max_elem))
         r = a / f.max
-        fl = _floor_log2(r)
-        e = fl + (r != torch.ldexp(torch.ones_like(r), fl)).to(torch.int64)
+        fl = floor_log2(r)
+        e = fl + (r != pow2(fl)).to(torch.int64)
     return torch.where(pos, torch.clamp(e, -127, 127), torch.full_like(e, -127))
 
 
-def _tile_scales(t: torch.Tensor, cfg: ScalingConfig, history: AmaxHistory | None
+def _tile_scales(t: torch.Tensor, cfg: ScalingConfig, delayed_mult: float | None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per tile of ``t`` (float32, (nr, nc, tr, tc)): (sf, multiplier, nan_tile). The multiplier is what
+    """Per tile of ``t`` (float32, (nr, tr, nc, tc)): (sf, multiplier, nan_tile). The multiplier is what
     ``mul_*`` scale ops multiply by (for ``div`` and MX it is unused)."""
     f = cfg.format
     finite = torch.isfinite(t)
-    amax = torch.where(finite, t.abs(), 0.0).amax(dim=(2, 3))
-    nan_tile = ~finite.all(dim=(2, 3)) if cfg.nonfinite == "tile_nan" else torch.zeros_like(amax, dtype=torch.bool)
+    amax = torch.where(finite, t.abs(), 0.0).amax(dim=(1, 3))
+    nan_tile = ~finite.all(dim=(1, 3)) if cfg.nonfinite == "tile_nan" else torch.zeros_like(amax, dtype=torch.bool)
     if cfg.scale_format == "e8m0":
-        sf = torch.ldexp(torch.ones_like(amax, dtype=torch.float64), _mx_exponent(amax.double(), cfg)).float()
+        sf = pow2(_mx_exponent(amax.double(), cfg)).float()
         return sf, 1.0 / sf, nan_tile
     target = torch.tensor(f.max / 2.0**cfg.margin, dtype=torch.float32)
-    if cfg.amax_source == "delayed":
-        assert history is not None
-        mult = torch.full_like(amax, history.update_scale(f.max, cfg.margin))
-        history.push(float(amax.max()))
+    if delayed_mult is not None:
+        mult = torch.full_like(amax, delayed_mult)
         return 1.0 / mult, mult, nan_tile
     amax = torch.clamp(amax, min=cfg.amax_floor) if cfg.amax_floor > 0 else amax
     ok = amax > 0
@@ -266,19 +261,20 @@ def _tile_scales(t: torch.Tensor, cfg: ScalingConfig, history: AmaxHistory | Non
 def _scaled(t: torch.Tensor, sf: torch.Tensor, mult: torch.Tensor, cfg: ScalingConfig) -> torch.Tensor:
     """The values that are cast, computed as ``cfg.scale_op`` says (float32; float64 for MX, exact)."""
     if cfg.scale_format == "e8m0":
-        return t.double() / sf[:, :, None, None].double()
+        return t.double() / sf[:, None, :, None].double()
     if cfg.scale_op == "div":
-        return t / sf[:, :, None, None]
-    return t * mult[:, :, None, None]
+        return t / sf[:, None, :, None]
+    return t * mult[:, None, :, None]
 
 
 # ---- the public API -------------------------------------------------------------------------------
 def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig | str", role: str = "activation", *,
-                    history: AmaxHistory | None = None, **overrides: Any) -> QuantizedTensor:
+                    history: AmaxHistory | None = None, backend: str = "eager", **overrides: Any) -> QuantizedTensor:
     """Quantise ``x`` with a recipe (name or ``Recipe``; ``role`` picks its config) or a ``ScalingConfig``.
 
     ``overrides`` replace config fields (e.g. ``tile=(1, 64)``, ``scale_op="div"``). Delayed scaling
-    needs ``history`` (an ``AmaxHistory``), which is updated.
+    needs ``history`` (an ``AmaxHistory``), which is updated. ``backend="compiled"`` fuses the work
+    with torch.compile (the same bits).
     """
     cfg = _resolve_config(recipe_or_scaling, role, overrides)
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
@@ -286,23 +282,45 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
     if cfg.amax_source == "delayed" and history is None:
         raise ValueError("delayed scaling needs history=AmaxHistory(...)")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     x2 = _as_2d(x).to(torch.float32)
     tile = _resolve_tile(cfg.tile, tuple(x2.shape))
     if not cfg.allow_ragged and (x2.shape[0] % tile[0] or x2.shape[1] % tile[1]):
         raise ValueError(f"tile {tile} does not divide the (rows, cols) = {tuple(x2.shape)} view and "
                          "allow_ragged=False")
-    t = _tiles(x2, tile)
-    sf, mult, nan_tile = _tile_scales(t, cfg, history)
-    y = _scaled(t, sf, mult, cfg)
+    delayed_mult = None
+    if cfg.amax_source == "delayed":
+        assert history is not None
+        delayed_mult = history.update_scale(cfg.format.max, cfg.margin)
+        history.push(float(torch.where(torch.isfinite(x2), x2.abs(), 0.0).max()) if x2.numel() else 0.0)
+    core = _compiled_quantize_core() if backend == "compiled" else _quantize_core
+    codes, sf = core(x2, cfg, tile, delayed_mult)
+    return QuantizedTensor(codes, sf, cfg, tuple(x.shape))
+
+
+def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], delayed_mult: float | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes (R, C), sf per tile) of the float32 2-D ``x2``: scale choice, scaled values and the cast,
+    with no data-dependent Python branches (so torch.compile can fuse it)."""
     fmt = cfg.format
-    codes_t = encode(torch.where(torch.isfinite(y), y, 0.0), fmt, saturate=True)
-    if fmt.has_nan:
-        special = ~torch.isfinite(t)
-        if bool(special.any()):
-            codes_t = torch.where(special, encode(torch.where(special, t, 0.0), fmt), codes_t)
-    sf = torch.where(nan_tile, torch.nan, sf)
-    codes = codes_t.permute(0, 2, 1, 3).reshape(t.shape[0] * tile[0], t.shape[1] * tile[1])
-    return QuantizedTensor(codes[: x2.shape[0], : x2.shape[1]].contiguous(), sf, cfg, tuple(x.shape))
+    t = _tiles(x2, tile)
+    sf, mult, nan_tile = _tile_scales(t, cfg, delayed_mult)
+    y = _scaled(t, sf, mult, cfg)
+    codes = _encode_core(torch.where(torch.isfinite(y), y, 0.0), fmt, "rne", True, None, 32)
+    if fmt.has_nan:  # non-finite elements are cast unsaturated: NaN -> NaN, Inf -> Inf or NaN
+        finite = torch.isfinite(t)
+        codes = torch.where(finite, codes, _encode_core(torch.where(finite, 0.0, t), fmt, "rne", False, None, 32))
+    codes = codes.reshape(t.shape[0] * tile[0], t.shape[2] * tile[1])
+    if tuple(codes.shape) != tuple(x2.shape):
+        codes = codes[: x2.shape[0], : x2.shape[1]].contiguous()
+    return codes, torch.where(nan_tile, torch.nan, sf)
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_quantize_core() -> Any:
+    """``_quantize_core`` fused by torch.compile: an amax reduction and one pointwise pass."""
+    return torch.compile(_quantize_core)
 
 
 def _resolve_config(recipe_or_scaling: Any, role: str, overrides: dict[str, Any]) -> ScalingConfig:

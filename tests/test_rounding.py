@@ -178,10 +178,12 @@ def test_rne_matches_torch_narrowing_casts(dtype):
 GFLOAT_FORMATS = [f for f in lp.list_formats()] + [lp.get_format(n) for n in ("e3m4", "e6m5fnuz", "e5m10fn", "e9m13")]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32_words", "f64_words"])
 @pytest.mark.parametrize("rounding", ["rne", "rna", "rtz", "rup", "rdown", "stochastic"])
 @pytest.mark.parametrize("fmt", GFLOAT_FORMATS, ids=_ids(GFLOAT_FORMATS))
-def test_matches_gfloat(fmt, rounding):
-    x = _wide_sample(100_000, 4).double()
+def test_matches_gfloat(fmt, rounding, dtype):
+    """Both internal word widths (32-bit for float32 inputs where exact, 64-bit otherwise)."""
+    x = _wide_sample(100_000, 4).to(dtype)
     if not fmt.has_nan:
         x = x[~torch.isnan(x)]
     if not fmt.signed:
@@ -193,11 +195,11 @@ def test_matches_gfloat(fmt, rounding):
     if rounding == "stochastic":
         srbits = torch.randint(0, 1 << 13, x.shape, generator=torch.Generator().manual_seed(5))
         kw = dict(random_bits=srbits, sr_bits=13)
-    ref = gfloat.round_ndarray(gf, x.numpy(), GFLOAT_ROUNDING[rounding], sat,
+    ref = gfloat.round_ndarray(gf, x.double().numpy(), GFLOAT_ROUNDING[rounding], sat,
                                None if srbits is None else srbits.numpy(), 13 if srbits is not None else 0)
     ours = lp.quantize(x, fmt, rounding, saturate=sat, **kw).double().numpy()
     if fmt.name == "e8m0":
-        keep = x.numpy() >= 2.0**-127
+        keep = x.double().numpy() >= 2.0**-127
         ours, ref = ours[keep], ref[keep]
     assert same_bits(ours, ref).all()
 
