@@ -16,10 +16,16 @@ def test_fp6_layout_four_codes_in_three_bytes():
     codes = torch.tensor([0b000001, 0b000010, 0b000011, 0b111111])
     word = 1 | (2 << 6) | (3 << 12) | (63 << 18)           # code i at bits [6i, 6i+6)
     assert lp.pack(codes, "e3m2").tolist() == [word & 0xFF, (word >> 8) & 0xFF, word >> 16]
-    assert lp.packed_nbytes(4, "e2m3") == 3 and lp.packed_nbytes(5, "e2m3") == 6
+    assert lp.packed_nbytes(4, "e2m3") == 3 and lp.packed_nbytes(5, "e2m3") == 4   # ceil(30 bits / 8)
 
 
-@given(st.integers(1, 8), st.lists(st.integers(0, 255), max_size=200))
+def test_ten_bit_layout():
+    codes = torch.tensor([0x3FF, 0x001, 0x200])
+    stream = 0x3FF | (0x001 << 10) | (0x200 << 20)                       # 30 bits, little-endian
+    assert lp.pack(codes, 10).tolist() == [(stream >> (8 * i)) & 0xFF for i in range(4)]
+
+
+@given(st.integers(1, 16), st.lists(st.integers(0, 65535), max_size=200))
 def test_roundtrip_any_width(bits, raw):
     codes = torch.tensor(raw, dtype=torch.int64) & ((1 << bits) - 1)
     packed = lp.pack(codes, bits)
@@ -32,7 +38,7 @@ def test_pack_rejects_bad_input():
         lp.pack(torch.tensor([16]), "e2m1")
     with pytest.raises(TypeError):
         lp.pack(torch.tensor([1.0]), "e2m1")
-    with pytest.raises(ValueError, match="1..8-bit"):
-        lp.pack(torch.tensor([1]), "bf16")
+    with pytest.raises(ValueError, match="1..16-bit"):
+        lp.pack(torch.tensor([1]), "e8m13")
     with pytest.raises(ValueError, match="cannot hold"):
         lp.unpack(torch.zeros(1, dtype=torch.uint8), "e2m1", 3)
