@@ -1,0 +1,150 @@
+"""LogFMT-nBit (DeepSeek-V3 hardware paper, ISCA 2025, sec. 3.2): a per-tile logarithmic format.
+
+Codec contract (``n`` from 3 to 16 bits, tiles of ``tile`` elements along the last dim)
+--------------------------------------------------------------------------------------
+* A code is a sign bit (bit n-1) and an (n-1)-bit magnitude code K. K = 0 is zero; K in 1 .. Kmax
+  (Kmax = 2^(n-1) - 1) decodes to ``sign * exp(min + step * (K - 1))``.
+* Per tile, over the non-zero elements: ``lo = min ln|x|``, ``hi = max ln|x|``; ``lo`` is raised to
+  ``hi - 32 ln 2`` (a dynamic range of 2^32, about a 5-bit exponent's); ``step = (hi - lo) / (Kmax - 1)``.
+  ``min`` and ``step`` are stored as **float32**; they are all the metadata (8 bytes a tile).
+* The levels are evaluated in float64 from the stored float32 metadata and rounded to float32:
+  ``level(K) = float32(exp(float64(min) + float64(step) * (K - 1)))``; ``decode`` returns these.
+* Rounding is in linear space: each |x| goes to the nearest of the tile's levels and zero, by linear
+  distance, ties to the larger magnitude (so values below level 1 go to the nearer of 0 and level 1,
+  values above the top level to the top level). ``rounding="stochastic"`` picks between the two
+  neighbouring levels with probability proportional to linear distance (reproducible via ``generator``).
+* Zeros stay zero (sign kept: -0 encodes with the sign bit). An all-zero tile has min = step = 0 and
+  all codes 0. A tile of equal magnitudes has step = 0: every non-zero element is level 1.
+* NaN or Inf anywhere in a tile: the format has no code for them, so the tile's metadata are NaN and
+  the whole tile decodes to NaN (the input had one; it never spreads beyond its tile).
+* A last dim that ``tile`` does not divide is a ``ValueError`` unless ``pad=True`` (a ragged last tile,
+  metadata from its own elements).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .packing import pack
+
+MIN_BITS, MAX_BITS = 3, 16
+LOG_RANGE = 32 * math.log(2.0)
+ROUNDINGS = ("nearest", "stochastic")
+
+
+@dataclass(frozen=True)
+class LogFMTTensor:
+    """Codes (int32, sign in bit n-1) with per-tile float32 ``min``/``step`` of ln|x|."""
+
+    codes: torch.Tensor      # (rows, cols): the 2-D view, last dim = the tiled dim
+    min: torch.Tensor        # float32 (rows, n_tiles)
+    step: torch.Tensor       # float32 (rows, n_tiles)
+    nbits: int
+    tile: int
+    shape: tuple[int, ...]
+
+    def packed(self) -> torch.Tensor:
+        """The codes as the packed little-endian bit stream (``lowprec.pack``)."""
+        return pack(self.codes, self.nbits)
+
+    def nbytes(self) -> int:
+        """Bytes on the wire: packed codes plus 8 bytes (two float32) of metadata per tile."""
+        return -(-self.codes.numel() * self.nbits // 8) + 8 * self.min.numel()
+
+
+def _check(x: torch.Tensor, nbits: int, tile: int, pad: bool, rounding: str) -> None:
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise TypeError(f"LogFMT needs a floating-point torch tensor, got "
+                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not isinstance(nbits, int) or not MIN_BITS <= nbits <= MAX_BITS:
+        raise ValueError(f"nbits must be an int in {MIN_BITS}..{MAX_BITS}, got {nbits!r}")
+    if not isinstance(tile, int) or tile < 1:
+        raise ValueError(f"tile must be a positive int, got {tile!r}")
+    if x.dim() and x.shape[-1] % tile and not pad:
+        raise ValueError(f"tile {tile} does not divide the last dim {x.shape[-1]}; pass pad=True for a ragged last tile")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
+
+
+def _tiled(x: torch.Tensor, tile: int) -> torch.Tensor:
+    """(rows, cols) -> (rows, n_tiles, tile), zero-padded (zeros take no part in min/max)."""
+    x2 = x.reshape(1, -1) if x.dim() < 2 else x.reshape(-1, x.shape[-1])
+    return torch.nn.functional.pad(x2, (0, (-x2.shape[1]) % tile)).view(x2.shape[0], -1, tile)
+
+
+def levels(min_: torch.Tensor, step: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """level(K) = float32(exp(min + step * (K - 1))) in float64 from the float32 metadata (K >= 1)."""
+    return torch.exp(min_.double() + step.double() * (k.double() - 1)).float()
+
+
+def encode(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "nearest", *, pad: bool = False,
+           generator: torch.Generator | None = None) -> LogFMTTensor:
+    """Encode ``x`` to LogFMT-``nbits`` per ``tile`` elements of the last dim (see the module doc)."""
+    _check(x, nbits, tile, pad, rounding)
+    kmax = (1 << (nbits - 1)) - 1
+    t = _tiled(x.float(), tile)
+    mag = t.abs().double()
+    nonzero = mag > 0
+    finite_tile = torch.isfinite(t).all(dim=2)
+    logs = torch.log(torch.where(nonzero, mag, 1.0))
+    hi = torch.where(nonzero, logs, -math.inf).amax(dim=2)
+    lo = torch.where(nonzero, logs, math.inf).amin(dim=2)
+    any_nz = nonzero.any(dim=2) & finite_tile
+    lo = torch.maximum(lo, hi - LOG_RANGE)
+    min32 = torch.where(any_nz, lo, 0.0).float()
+    step32 = torch.where(any_nz, (hi - lo) / (kmax - 1), 0.0).float()
+    m, s = min32[:, :, None], step32[:, :, None]
+
+    # candidate K from the log position, then the exact nearest among its neighbours' float32 levels
+    pos = (logs - m.double()) / torch.where(s > 0, s.double(), 1.0) + 1
+    k0 = torch.clamp(torch.floor(torch.where(s > 0, pos, 1.0)), 1, kmax)
+    k_lo = torch.clamp(k0 - 1, min=1)
+    cands = torch.stack([k_lo, torch.clamp(k_lo + 1, max=kmax), torch.clamp(k_lo + 2, max=kmax),
+                         torch.clamp(k_lo + 3, max=kmax)], dim=-1)
+    lv = levels(m[..., None], s[..., None], cands).double()
+    below = (lv <= mag[..., None]).sum(dim=-1)                      # levels at or below |x| (ascending)
+    idx_lo = torch.clamp(below - 1, min=0)
+    lo_lv = torch.gather(lv, -1, idx_lo[..., None])[..., 0]
+    k_at_lo = torch.gather(cands, -1, idx_lo[..., None])[..., 0]
+    idx_hi = torch.clamp(below, max=3)
+    hi_lv = torch.gather(lv, -1, idx_hi[..., None])[..., 0]
+    k_at_hi = torch.gather(cands, -1, idx_hi[..., None])[..., 0]
+    under = below == 0                                              # below the lowest candidate level
+    lo_lv = torch.where(under & (k_lo == 1), 0.0, lo_lv)            # ... below level 1: the neighbour is 0
+    k_at_lo = torch.where(under & (k_lo == 1), 0.0, k_at_lo)
+    if rounding == "nearest":
+        up = (hi_lv - mag) <= (mag - lo_lv)                         # ties to the larger magnitude
+    else:
+        u = torch.rand(mag.shape, generator=generator, dtype=torch.float64, device=mag.device)
+        up = u * (hi_lv - lo_lv) < (mag - lo_lv)
+    k = torch.where(up, k_at_hi, k_at_lo)
+    k = torch.where(nonzero & finite_tile[..., None], k, 0).to(torch.int64)
+    sign = torch.signbit(t).to(torch.int64) << (nbits - 1)
+    codes = (k | sign).reshape(t.shape[0], -1)
+    rows, cols = codes.shape[0], (x.shape[-1] if x.dim() else 1)
+    nan = ~finite_tile
+    return LogFMTTensor(codes[:, :cols].to(torch.int32).reshape(rows, cols),
+                        torch.where(nan, torch.nan, min32), torch.where(nan, torch.nan, step32),
+                        nbits, tile, tuple(x.shape))
+
+
+def decode(enc: LogFMTTensor) -> torch.Tensor:
+    """float32 values of a ``LogFMTTensor``, in the original shape."""
+    rows, cols = enc.codes.shape
+    c = torch.nn.functional.pad(enc.codes.long(), (0, (-cols) % enc.tile)).view(rows, -1, enc.tile)
+    k = c & ((1 << (enc.nbits - 1)) - 1)
+    neg = (c >> (enc.nbits - 1)) & 1
+    v = levels(enc.min[:, :, None], enc.step[:, :, None], torch.clamp(k, min=1))
+    v = torch.where(k == 0, 0.0, v)
+    v = torch.where(torch.isnan(enc.min)[:, :, None], torch.nan, v)
+    v = torch.where(neg == 1, -v, v)
+    return v.reshape(rows, -1)[:, :cols].reshape(enc.shape)
+
+
+def quantize(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "nearest", *, pad: bool = False,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """``decode(encode(x))``: x rounded to LogFMT-``nbits`` (float32)."""
+    return decode(encode(x, nbits, tile, rounding, pad=pad, generator=generator))
