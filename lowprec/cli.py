@@ -40,7 +40,7 @@ def error_summary(n: int = 1 << 16, seed: int = 0) -> pd.DataFrame:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from .lab import accum_vs_k
+    from .lab import accum_vs_k, comm
 
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
@@ -53,6 +53,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     print(error_summary().to_string(float_format=lambda v: f"{v:.2e}"))
     print("\n== FP8 GEMM error vs K by accumulator model (quick: 16 x 16 outputs, K <= 4096) ==")
     accum_vs_k.main(["--quick", "--backend", "eager", "--out", str(args.out)])
+    print("\n== MoE dispatch / combine formats (synthetic heavy-tailed activations) ==")
+    comm.main(["--out", str(args.out), "--tokens", "64"])
     return 0
 
 

@@ -29,7 +29,8 @@ def test_lab_writes_its_report_and_resumes(capsys, tmp_path):
     assert main(["lab", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "e4m3fn" in out and "hopper_fp8_promoted" in out
-    for name in ("formats.csv", "accum_error_vs_k.csv", "accum_error_vs_k.png"):
+    for name in ("formats.csv", "accum_error_vs_k.csv", "accum_error_vs_k.png", "comm_formats.csv",
+                 "comm_volume.csv", "comm_formats.png"):
         assert (tmp_path / name).stat().st_size > 0
     rows = (tmp_path / "accum_error_vs_k.csv").read_text().count("\n")
     assert main(["lab", "--out", str(tmp_path)]) == 0           # resumes: nothing recomputed or duplicated
