@@ -317,3 +317,13 @@ def test_user_recipe_from_one_place():
     assert lp.get_recipe("my_e5m2_rows") is r
     q = lp.quantize_tensor(rand(4, 64), "my_e5m2_rows", "weight")
     assert q.scales.shape == (1, 64)
+
+
+@pytest.mark.parametrize("recipe", ["deepseek_v3", "mxfp8"])
+def test_compiled_backend_matches_eager(recipe):
+    x = rand(48, 300, seed=30)
+    x[3, 7] = math.nan
+    a = lp.quantize_tensor(x, recipe, backend="compiled")
+    b = lp.quantize_tensor(x, recipe)
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.scales.isnan(), b.scales.isnan())
+    assert torch.equal(a.scales[~a.scales.isnan()], b.scales[~b.scales.isnan()])
