@@ -19,7 +19,9 @@ The model (``AccumulatorModel``), for one output element ``c + sum_k a_k * b_k``
    value is added into an ``outer_format`` accumulator (rounding ``outer_rounding``) -- the FP32
    promotion on CUDA cores of DeepSeek-V3 / DeepGEMM; the initial ``c`` seeds the outer accumulator.
    Without promotion ``c`` seeds the inner accumulator (rounded to ``acc_format`` first);
-6. a sum that is exactly zero is +0 (as IEEE addition gives under round-to-nearest);
+6. a sum that is exactly zero is +0 (as IEEE addition gives under round-to-nearest); an accumulator
+   that overflowed to +-Inf (nearest rounding) stays +-Inf, and promotion adds it to the outer
+   accumulator by IEEE rules (Inf + -Inf is NaN);
 7. NaN/Inf in any input of a dot product: the result is IEEE float32's (NaN, or the Inf of the exact
    sum), as the modelled hardware does.
 
@@ -169,16 +171,24 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
     if not all(math.isfinite(v) for v in values):                # step 7: IEEE float32 semantics
         return float(torch.tensor(sum(x * y for x, y in zip(a, b)) + c, dtype=torch.float32))
 
-    def to_acc(v: Fraction) -> Fraction:
-        return Fraction(round_exact(v, acc_fmt, model.acc_rounding))
+    def to_acc(v: Fraction) -> Fraction | float:
+        r = round_exact(v, acc_fmt, model.acc_rounding)
+        return Fraction(r) if math.isfinite(r) else r           # an overflow to Inf stays a float
+
+    def add_outer(outer: Fraction | float, acc: Fraction | float) -> Fraction | float:
+        if isinstance(outer, float) or isinstance(acc, float):  # Inf involved: IEEE arithmetic
+            return float(outer) + float(acc)
+        r = round_exact(outer + acc, model.outer_format, model.outer_rounding)
+        return Fraction(r) if math.isfinite(r) else r
 
     promote = model.promote_every
-    outer = Fraction(c) if promote else Fraction(0)
-    acc = Fraction(0) if promote else to_acc(Fraction(c))
+    outer: Fraction | float = Fraction(c) if promote else Fraction(0)
+    acc: Fraction | float = Fraction(0) if promote else to_acc(Fraction(c))
     for start in range(0, len(a), model.group_size):
         if promote and start and start % promote == 0:          # step 5
-            outer = Fraction(round_exact(outer + acc, model.outer_format, model.outer_rounding))
-            acc = Fraction(0)
+            outer, acc = add_outer(outer, acc), Fraction(0)
+        if isinstance(acc, float):                              # step 6: an Inf accumulator stays Inf
+            continue
         terms = []                                              # step 1: (significand, exponent)
         for x, y in zip(a[start:start + model.group_size], b[start:start + model.group_size]):
             if x != 0 and y != 0:
@@ -199,7 +209,7 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         total = sum(aligned, Fraction(0)) * Fraction(2) ** E    # step 4
         acc = to_acc(total if model.align_with_acc else acc + total)
     if promote:
-        acc = Fraction(round_exact(outer + acc, model.outer_format, model.outer_rounding))
+        acc = add_outer(outer, acc)
     return float(acc)
 
 
@@ -228,22 +238,25 @@ def _group_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torc
     significands/exponents of the inputs, acc (M, N) the accumulator (float64 holding acc_format
     values) -> the next accumulator. The aligned terms are integers in units of 2^(E - align_bits),
     summed in sa's dtype: float64, or float32 where ``_narrow_ok`` proves that exact."""
+    acc_inf = torch.isinf(acc)                                  # step 6: an Inf accumulator stays Inf
+    acc_fin = torch.where(acc_inf, 0.0, acc)
     ep = ea[:, :, None] + eb[None, :, :]                        # (M, G, N) product exponents
     prod = sa[:, :, None] * sb[None, :, :]                      # exact significand products in [0, 4)
     E = ep.amax(dim=1)
     if model.align_with_acc:
-        s_acc, e_acc = _significand_exponent(acc, get_format(model.acc_format).emin)
+        s_acc, e_acc = _significand_exponent(acc_fin, get_format(model.acc_format).emin)
         E = torch.maximum(E, e_acc)
     units = _align(prod, ep - E[:, None, :], model).sum(dim=1)
     if model.align_with_acc:
         units = units + _align(s_acc.to(sa.dtype), e_acc - E, model)
     total = units.double() * pow2(torch.clamp(E, min=-1000) - model.align_bits)   # exact
-    return _finish(total if model.align_with_acc else add_round_to_odd(acc, total), model)
+    new = _finish(total if model.align_with_acc else add_round_to_odd(acc_fin, total), model)
+    return torch.where(acc_inf, acc, new)
 
 
 def _exact_group_update(products: torch.Tensor, acc: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
     """Steps 2-4 when terms are kept exact (align_bits=None): ``products`` is the group's exact sum."""
-    return _finish(add_round_to_odd(acc, products), model)
+    return torch.where(torch.isinf(acc), acc, _finish(add_round_to_odd(acc, products), model))
 
 
 def _finish(total: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
@@ -297,10 +310,11 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     ``a`` (M x K) and ``b`` (K x N) hold values of the model's input formats (checked unless
     ``check_inputs=False``); ``c`` is an optional float32 initial accumulator. Work is chunked along K
     one group at a time, so memory is O(M * N * group_size) (eager) or O(M * N) (``backend="compiled"``,
-    the same function fused by torch.compile: the same bits, much faster for large shapes).
+    the same function fused by torch.compile; ``backend="native"``, the C build of ``cuda_ext/``'s
+    shared header, for aligned models with <= 8-bit inputs: see ``native_unsupported``). Same bits.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend not in (*BACKENDS, "native"):
+        raise ValueError(f"unknown backend {backend!r}; expected one of {(*BACKENDS, 'native')}")
     model = get_accumulator(model)
     a, b = _check_operand(a, "a"), _check_operand(b, "b")
     if a.shape[1] != b.shape[0]:
@@ -322,6 +336,9 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
 
     outer_fmt = get_format(model.outer_format)
     step = _compiled_group_update() if backend == "compiled" else _group_update
+    if backend == "native":
+        out = _native_matmul(a64, b64, c64, model)
+        return _ieee_nonfinite(out, a64, b64, c64)
 
     fin_a, fin_b = torch.isfinite(a64), torch.isfinite(b64)
     a_fin, b_fin = torch.where(fin_a, a64, 0.0), torch.where(fin_b, b64, 0.0)
@@ -345,9 +362,57 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
             acc = step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model)
     if promote:
         acc = round_values(add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
-    out = acc.to(torch.float32)
-    # step 7: any NaN/Inf input -> IEEE float32 result of the exact sum
-    if not (bool(fin_a.all()) and bool(fin_b.all()) and bool(torch.isfinite(c64).all())):
-        ieee = (a64 @ b64 + c64).to(torch.float32)
-        out = torch.where(torch.isfinite(ieee), out, ieee)
-    return out
+    return _ieee_nonfinite(acc.to(torch.float32), a64, b64, c64)
+
+
+def _ieee_nonfinite(out: torch.Tensor, a64: torch.Tensor, b64: torch.Tensor, c64: torch.Tensor) -> torch.Tensor:
+    """Step 7: where any input of a dot product is NaN/Inf, the IEEE float32 result of the exact sum."""
+    if bool(torch.isfinite(a64).all()) and bool(torch.isfinite(b64).all()) and bool(torch.isfinite(c64).all()):
+        return out
+    ieee = (a64 @ b64 + c64).to(torch.float32)
+    return torch.where(torch.isfinite(ieee), out, ieee)
+
+
+def native_unsupported(model: AccumulatorModel, device: torch.device) -> str | None:
+    """Why the native (C) backend cannot run ``model`` here, or None when it can."""
+    if device.type != "cpu":
+        return "the native backend runs on CPU tensors (CUDA kernels are on the roadmap)"
+    if not _narrow_ok(model):
+        return "the native backend covers aligned models with <= 8-bit inputs whose group sums fit 24 bits"
+    for attr in ("acc_rounding", "outer_rounding"):
+        if canonical_rounding(getattr(model, attr)) not in ("rtz", "rne"):
+            return f"the native backend rounds the accumulators by rtz or rne, not {getattr(model, attr)!r}"
+    return None
+
+
+def _native_matmul(a64: torch.Tensor, b64: torch.Tensor, c64: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
+    """Steps 1-6 by ``cuda_ext/accum_cpu.c`` (the shared header's CPU build); same bits as the torch path."""
+    import ctypes
+
+    from .native import AccumModelC, library
+
+    why = native_unsupported(model, a64.device)
+    if why:
+        raise ValueError(why)
+    fa, fb = model.formats
+    acc_fmt, outer_fmt = get_format(model.acc_format), get_format(model.outer_format)
+    sa, ea = _significand_exponent(torch.where(torch.isfinite(a64), a64, 0.0), fa.emin)
+    sb, eb = _significand_exponent(torch.where(torch.isfinite(b64), b64, 0.0), fb.emin)
+    sa, sb = sa.float().contiguous(), sb.float().contiguous()
+    ea, eb = ea.int().contiguous(), eb.int().contiguous()
+    c_fin = torch.where(torch.isfinite(c64), c64, 0.0)
+    seed = c_fin if model.promote_every else round_values(c_fin, acc_fmt, model.acc_rounding)
+    seed = torch.where(seed == 0, 0.0, seed).contiguous()
+    M, K = sa.shape
+    N = sb.shape[1]
+    out = torch.empty(M, N, dtype=torch.float64)
+    rnd = {"rtz": 0, "rne": 1}
+    cm = AccumModelC(model.group_size, model.align_bits, ALIGN_ROUNDINGS.index(model.align_rounding),
+                     int(model.align_with_acc), acc_fmt.mbits, acc_fmt.emin, rnd[canonical_rounding(model.acc_rounding)],
+                     acc_fmt.max, model.promote_every or 0, outer_fmt.mbits, outer_fmt.emin,
+                     rnd[canonical_rounding(model.outer_rounding)], outer_fmt.max)
+    ptr = ctypes.c_void_p
+    library().lp_emulated_matmul(ptr(sa.data_ptr()), ptr(ea.data_ptr()), ptr(sb.data_ptr()), ptr(eb.data_ptr()),
+                                 ptr(seed.data_ptr()), ptr(out.data_ptr()), ctypes.c_int64(M), ctypes.c_int64(K),
+                                 ctypes.c_int64(N), ctypes.byref(cm))
+    return out.to(torch.float32)

@@ -218,3 +218,36 @@ def test_compiled_backend_matches_eager(name):
     a[0, 5] = math.inf
     c = torch.randn(33, 17, generator=g)
     assert_same(lp.emulated_matmul(a, b, name, c, backend="compiled"), lp.emulated_matmul(a, b, name, c))
+
+
+NATIVE = [m for m in FP8_MODELS if lp.accum.native_unsupported(m, torch.device("cpu")) is None]
+
+
+def test_native_covers_the_fp8_presets():
+    assert {"hopper_fp8", "hopper_fp8_promoted", "ada_fp8"} <= {m.name for m in NATIVE}
+    assert "align_bits" not in (lp.accum.native_unsupported(lp.get_accumulator("hopper_fp8"), torch.device("cpu"))
+                                or "")
+
+
+@pytest.mark.parametrize("model", NATIVE, ids=[m.name for m in NATIVE])
+@given(ops=fp8_operands())
+def test_native_backend_matches_eager(model, ops):
+    """The C build of cuda_ext/lowprec_accum.h computes the same bits as the torch implementation."""
+    a, b, c = ops
+    assert_same(lp.emulated_matmul(a, b, model, c, backend="native"), lp.emulated_matmul(a, b, model, c))
+
+
+def test_native_backend_refuses_what_it_does_not_cover():
+    with pytest.raises(ValueError, match="native backend"):
+        lp.emulated_matmul(torch.ones(2, 3), torch.ones(3, 2), "fp32_sequential", backend="native")
+
+
+def test_accumulator_overflow_stays_inf_in_every_implementation():
+    model = CUSTOM[2]                                   # fp16 accumulator (max 65504), promotion every 32
+    a = torch.full((2, 64), 448.0)
+    a[1, 32:] = -448.0                                  # second row: +Inf block, then a -Inf block
+    b = torch.full((64, 1), 448.0)
+    ref = reference_matmul(a, b, model)
+    for backend in ("eager", "native"):
+        assert_same(lp.emulated_matmul(a, b, model, backend=backend), ref)
+    assert ref[0, 0].item() == math.inf and math.isnan(ref[1, 0].item())

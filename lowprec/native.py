@@ -1,0 +1,46 @@
+"""The native CPU build of ``cuda_ext/``'s shared headers, compiled with the system C compiler on first
+use (about a second) and loaded through ctypes; cached under ``$LOWPREC_CACHE`` (default
+``~/.cache/lowprec``), keyed by the sources' hash."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+SOURCES = Path(__file__).resolve().parent.parent / "cuda_ext"
+CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared", "-fPIC"]
+
+
+class AccumModelC(ctypes.Structure):
+    _fields_ = [("group", ctypes.c_int32), ("align_bits", ctypes.c_int32), ("align_rounding", ctypes.c_int32),
+                ("align_with_acc", ctypes.c_int32), ("acc_mbits", ctypes.c_int32), ("acc_emin", ctypes.c_int32),
+                ("acc_rounding", ctypes.c_int32), ("acc_max", ctypes.c_double), ("promote_every", ctypes.c_int32),
+                ("outer_mbits", ctypes.c_int32), ("outer_emin", ctypes.c_int32), ("outer_rounding", ctypes.c_int32),
+                ("outer_max", ctypes.c_double)]
+
+
+@functools.lru_cache(maxsize=None)
+def library(name: str = "accum_cpu") -> ctypes.CDLL:
+    """Build (once per source version) and load ``cuda_ext/<name>.c``."""
+    src = SOURCES / f"{name}.c"
+    if not src.exists():
+        raise RuntimeError(f"native sources not found at {SOURCES}: the native backend needs the source tree")
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise RuntimeError("the native backend needs a C compiler (gcc or cc) on PATH")
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SOURCES.glob("*.[ch]")))
+                            + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("LOWPREC_CACHE", Path.home() / ".cache" / "lowprec"))
+    cache.mkdir(parents=True, exist_ok=True)
+    so = cache / f"{name}-{digest}.so"
+    if not so.exists():
+        tmp = so.with_suffix(f".{os.getpid()}.tmp")
+        subprocess.run([cc, *CFLAGS, "-I", str(SOURCES), "-o", str(tmp), str(src), "-lm"], check=True,
+                       capture_output=True, text=True)
+        tmp.replace(so)
+    return ctypes.CDLL(str(so))
