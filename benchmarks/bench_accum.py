@@ -34,6 +34,9 @@ def main() -> None:
         lp.emulated_matmul(a[:8, :256], b[:256, :8], name, backend="compiled")          # compile outside the timing
         rows.append((f"emulated_matmul {name} compiled",
                      best_time(lambda: lp.emulated_matmul(a, b, name, backend="compiled", check_inputs=False), 1)))
+        if lp.accum.native_unsupported(lp.get_accumulator(name), a.device) is None:
+            rows.append((f"emulated_matmul {name} native (C)",
+                         best_time(lambda: lp.emulated_matmul(a, b, name, backend="native", check_inputs=False), 2)))
         if args.eager:
             rows.append((f"emulated_matmul {name} eager",
                          best_time(lambda: lp.emulated_matmul(a, b, name, check_inputs=False), 1)))
