@@ -327,3 +327,10 @@ def test_compiled_backend_matches_eager(recipe):
     b = lp.quantize_tensor(x, recipe)
     assert torch.equal(a.codes, b.codes) and torch.equal(a.scales.isnan(), b.scales.isnan())
     assert torch.equal(a.scales[~a.scales.isnan()], b.scales[~b.scales.isnan()])
+
+
+def test_bytes_on_the_wire():
+    q = lp.quantize_tensor(rand(4, 256), "deepseek_v3")
+    assert q.nbytes() == 4 * 256 + 4 * 2 * 4                          # 1 byte a code + float32 per 1x128
+    mx4 = lp.quantize_tensor(rand(4, 256), ScalingConfig("e2m1", (1, 32), scale_format="e8m0", nonfinite="tile_nan"))
+    assert mx4.nbytes() == 4 * 256 // 2 + 4 * 8 and mx4.nbytes(packed=False) == 4 * 256 + 4 * 8
