@@ -1,5 +1,7 @@
 """quantize_tensor throughput (1x128 tiles, 128x128 blocks, MX 1x32) beside the plain cast of the same
-tensor, one run: the ratio is the cost of scaling. Default: 8192 x 8192 float32.
+tensor, one run: the ratio is the cost of scaling. Default: 8192 x 8192 float32. The compiled path is
+timed at one shape (torch.compile specialises on it); after a second shape it generalises, and the
+dynamic-shape kernels measured 3-4x slower here.
 
 Usage: python benchmarks/bench_scaling.py [--size 8192] [--threads 2]
 """
@@ -32,10 +34,10 @@ def main() -> None:
     rows = [("plain cast x.to(float8_e4m3fn)", best_time(lambda: x.to(torch.float8_e4m3fn), 3)),
             ("lowprec.encode e4m3 (no scaling), compiled", best_time(lambda: lp.encode(x, "e4m3", backend="compiled"), 3))]
     for label, recipe, role in cases:
-        small = lp.quantize_tensor(x[:256, :256], recipe, role)
-        assert torch.equal(lp.quantize_tensor(x[:256, :256], recipe, role, backend="compiled").codes, small.codes)
         rows.append((f"quantize_tensor {label}, compiled",
                      best_time(lambda: lp.quantize_tensor(x, recipe, role, backend="compiled"), 3)))
+        full = lp.quantize_tensor(x, recipe, role, backend="compiled")      # same bits as eager (on 256 rows,
+        assert torch.equal(full.codes[:256], lp.quantize_tensor(x[:256], recipe, role).codes)  # whole tiles)
     rows.append(("quantize_tensor 1x128, eager", best_time(lambda: lp.quantize_tensor(x, "deepseek_v3"), 1)))
     report(rows, n * n, "Melem/s", "plain cast x.to(float8_e4m3fn)")
 
