@@ -31,7 +31,6 @@ against the steps above) and ``emulated_matmul`` (vectorised torch, chunked alon
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -40,7 +39,8 @@ from typing import Any, Sequence
 import torch
 
 from .formats import FloatFormat, get_format
-from .rounding import BACKENDS, add_round_to_odd, canonical_rounding, pow2, quantize, round_exact, round_values
+from .rounding import (BACKENDS, add_round_to_odd, canonical_rounding, compiled, floor_log2_exact, pow2, quantize,
+                       round_exact, round_values)
 
 ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
 
@@ -141,11 +141,7 @@ def list_accumulators() -> list[AccumulatorModel]:
 # ---- scalar reference (exact arithmetic) --------------------------------------------------------
 def _split(v: Fraction, emin: int) -> tuple[Fraction, int]:
     """v = s * 2^e with |s| in [1, 2), e clamped below at ``emin`` (then |s| < 1)."""
-    mag = abs(v)
-    e = mag.numerator.bit_length() - mag.denominator.bit_length()
-    if Fraction(2) ** e > mag:
-        e -= 1
-    e = max(e, emin)
+    e = max(floor_log2_exact(abs(v)), emin)
     return v / Fraction(2) ** e, e
 
 
@@ -296,13 +292,6 @@ def _check_exact_budget(model: AccumulatorModel, K: int) -> None:
                          "do not sum exactly in float64; use align_bits or smaller groups")
 
 
-@functools.lru_cache(maxsize=1)
-def _compiled_group_update() -> Any:
-    """``_group_update`` fused by torch.compile: the (M, G, N) broadcasts become two reductions that
-    never materialise; compiled once per model on first use."""
-    return torch.compile(_group_update)
-
-
 def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tensor | None = None, *,
                     check_inputs: bool = True, backend: str = "eager") -> torch.Tensor:
     """``c + a @ b`` (float32, M x N) computed as the accumulator ``model`` computes it, bit for bit.
@@ -335,7 +324,7 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     acc_fmt = get_format(model.acc_format)
 
     outer_fmt = get_format(model.outer_format)
-    step = _compiled_group_update() if backend == "compiled" else _group_update
+    step = compiled(_group_update) if backend == "compiled" else _group_update
     if backend == "native":
         out = _native_matmul(a64, b64, c64, model)
         return _ieee_nonfinite(out, a64, b64, c64)

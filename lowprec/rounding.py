@@ -281,12 +281,13 @@ def _quantize_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: b
 BACKENDS: tuple[str, ...] = ("eager", "compiled")
 
 
-@functools.lru_cache(maxsize=2)
-def _compiled(core: Any) -> Any:
-    """``core`` fused by torch.compile (one C++/OpenMP loop on CPU, a Triton kernel on CUDA), compiled
-    on first use per (format, rounding, saturate): 10-30 s on CPU. Shapes are specialised on the first
+@functools.lru_cache(maxsize=None)
+def compiled(fn: Any) -> Any:
+    """``fn`` fused by torch.compile (C++/OpenMP loops on CPU, Triton kernels on CUDA), one wrapper per
+    function, shared by every ``backend="compiled"`` path. Compiled on first use per combination of
+    Python constants (format, rounding, model...): 10-40 s on CPU. Shapes are specialised on the first
     call and generalised (dynamic) when a second shape arrives (torch.compile's default)."""
-    return torch.compile(core)
+    return torch.compile(fn)
 
 
 def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Generator | None,
@@ -317,7 +318,7 @@ def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: b
     """
     t, was_numpy, fmt, rounding, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
                                                  "encode")
-    core = _compiled(_encode_core) if backend == "compiled" else _encode_core
+    core = compiled(_encode_core) if backend == "compiled" else _encode_core
     code = core(t, fmt, rounding, bool(saturate), rand, sr_bits)
     return code.numpy() if was_numpy else code
 
@@ -389,10 +390,10 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
     if out_dtype is None:
         out_dtype = t.dtype if holds(t.dtype, fmt) else decode_dtype(fmt)
     if fmt.bits <= 16:
-        core = _compiled(_quantize_core) if backend == "compiled" else _quantize_core
+        core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
         vals = core(t, fmt, rounding, bool(saturate), rand, sr_bits, _decode_table(fmt, t.device))
     else:
-        core = _compiled(_encode_core) if backend == "compiled" else _encode_core
+        core = compiled(_encode_core) if backend == "compiled" else _encode_core
         vals = _decode_arith(core(t, fmt, rounding, bool(saturate), rand, sr_bits).long(), fmt)
     vals = vals.to(out_dtype)
     return vals.numpy() if was_numpy else vals
@@ -428,6 +429,12 @@ def add_round_to_odd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 # ---- scalar reference in exact arithmetic -------------------------------------------------------
+def floor_log2_exact(q: Fraction) -> int:
+    """floor(log2(q)) of a positive rational, exactly."""
+    e = q.numerator.bit_length() - q.denominator.bit_length()
+    return e - 1 if Fraction(2) ** e > q else e
+
+
 def round_exact(value: Fraction, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False) -> float:
     """Round an exact rational ``value`` to ``fmt`` (finite in, value out as a Python float / +-inf / nan).
 
@@ -442,9 +449,7 @@ def round_exact(value: Fraction, fmt: FloatFormat | str, rounding: str = "rne", 
     if value == 0:
         return 0.0
     neg, mag = value < 0, abs(value)
-    e = mag.numerator.bit_length() - mag.denominator.bit_length()
-    if Fraction(2) ** e > mag:
-        e -= 1                                                  # now 2^e <= mag < 2^(e+1)
+    e = floor_log2_exact(mag)                                   # 2^e <= mag < 2^(e+1)
     if not fmt.subnormals and e < fmt.emin:
         ulp = Fraction(2) ** fmt.emin                           # the grid below min normal is {0, min normal}
     else:
@@ -484,9 +489,7 @@ def _is_odd_code(fmt: FloatFormat, mag: Fraction) -> bool:
     """Parity of the magnitude code of the representable value ``mag`` (may be max + 1 ulp)."""
     if mag == 0:
         return False
-    e = mag.numerator.bit_length() - mag.denominator.bit_length()
-    if Fraction(2) ** e > mag:
-        e -= 1
+    e = floor_log2_exact(mag)
     if e < fmt.emin:                                            # subnormal: code = mag / min_subnormal
         return int(mag / Fraction(2) ** (fmt.emin - fmt.mbits)) % 2 == 1
     sig = int(mag / Fraction(2) ** (e - fmt.mbits))             # in [2^M, 2^(M+1))

@@ -36,7 +36,6 @@ Conventions (one mechanism for every recipe)
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -44,7 +43,8 @@ from typing import Any, Literal
 import torch
 
 from .formats import E8M0, FloatFormat, get_format
-from .rounding import BACKENDS, _encode_core, add_round_to_odd, decode, encode, floor_log2, pow2, round_values
+from .rounding import (BACKENDS, _encode_core, add_round_to_odd, compiled, decode, encode, floor_log2, pow2,
+                       round_values)
 
 SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
 MX_RULES = ("floor", "ceil", "even", "rceil")
@@ -294,7 +294,7 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
         assert history is not None
         delayed_mult = history.update_scale(cfg.format.max, cfg.margin)
         history.push(float(torch.where(torch.isfinite(x2), x2.abs(), 0.0).max()) if x2.numel() else 0.0)
-    core = _compiled_quantize_core() if backend == "compiled" else _quantize_core
+    core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
     codes, sf = core(x2, cfg, tile, delayed_mult)
     return QuantizedTensor(codes, sf, cfg, tuple(x.shape))
 
@@ -315,12 +315,6 @@ def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], 
     if tuple(codes.shape) != tuple(x2.shape):
         codes = codes[: x2.shape[0], : x2.shape[1]].contiguous()
     return codes, torch.where(nan_tile, torch.nan, sf)
-
-
-@functools.lru_cache(maxsize=1)
-def _compiled_quantize_core() -> Any:
-    """``_quantize_core`` fused by torch.compile: an amax reduction and one pointwise pass."""
-    return torch.compile(_quantize_core)
 
 
 def _resolve_config(recipe_or_scaling: Any, role: str, overrides: dict[str, Any]) -> ScalingConfig:
