@@ -48,7 +48,7 @@ LP_HD double lp_round(double x, int32_t mbits, int32_t emin, int32_t rounding, d
     double r = ax * lp_pow2(-q);                       /* exact: a power-of-two scaling */
     r = rounding == 0 ? trunc(r) : nearbyint(r);       /* default FE_TONEAREST: ties to even */
     double v = r * lp_pow2(q);
-    if (v > vmax) v = rounding == 0 ? vmax : INFINITY;
+    if (v > vmax) v = rounding == 0 ? vmax : HUGE_VAL;
     return x < 0 ? -v : v;
 }
 
@@ -73,7 +73,7 @@ LP_HD double lp_add_round_to_odd(double x, double y) {
     double s = x + y, bb = s - x;
     double err = (x - (s - bb)) + (y - bb);
     uint64_t bits; memcpy(&bits, &s, 8);
-    if (err != 0.0 && (bits & 1) == 0 && isfinite(s)) s = nextafter(s, err > 0 ? INFINITY : -INFINITY);
+    if (err != 0.0 && (bits & 1) == 0 && isfinite(s)) s = nextafter(s, err > 0 ? HUGE_VAL : -HUGE_VAL);
     return s;
 }
 

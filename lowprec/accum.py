@@ -364,8 +364,12 @@ def _ieee_nonfinite(out: torch.Tensor, a64: torch.Tensor, b64: torch.Tensor, c64
 
 def native_unsupported(model: AccumulatorModel, device: torch.device) -> str | None:
     """Why the native (C) backend cannot run ``model`` here, or None when it can."""
-    if device.type != "cpu":
-        return "the native backend runs on CPU tensors (CUDA kernels are on the roadmap)"
+    from .native import compiler
+
+    if device.type not in ("cpu", "cuda"):
+        return f"the native backend runs on CPU or CUDA tensors, not {device.type}"
+    if compiler(device.type == "cuda") is None:
+        return f"the native backend on {device.type} needs {'nvcc' if device.type == 'cuda' else 'a C compiler'}"
     if not _narrow_ok(model):
         return "the native backend covers aligned models with <= 8-bit inputs whose group sums fit 24 bits"
     for attr in ("acc_rounding", "outer_rounding"):
@@ -394,14 +398,17 @@ def _native_matmul(a64: torch.Tensor, b64: torch.Tensor, c64: torch.Tensor, mode
     seed = torch.where(seed == 0, 0.0, seed).contiguous()
     M, K = sa.shape
     N = sb.shape[1]
-    out = torch.empty(M, N, dtype=torch.float64)
+    out = torch.empty(M, N, dtype=torch.float64, device=a64.device)
     rnd = {"rtz": 0, "rne": 1}
     cm = AccumModelC(model.group_size, model.align_bits, ALIGN_ROUNDINGS.index(model.align_rounding),
                      int(model.align_with_acc), acc_fmt.mbits, acc_fmt.emin, rnd[canonical_rounding(model.acc_rounding)],
                      acc_fmt.max, model.promote_every or 0, outer_fmt.mbits, outer_fmt.emin,
                      rnd[canonical_rounding(model.outer_rounding)], outer_fmt.max)
     ptr = ctypes.c_void_p
-    library().lp_emulated_matmul(ptr(sa.data_ptr()), ptr(ea.data_ptr()), ptr(sb.data_ptr()), ptr(eb.data_ptr()),
-                                 ptr(seed.data_ptr()), ptr(out.data_ptr()), ctypes.c_int64(M), ctypes.c_int64(K),
-                                 ctypes.c_int64(N), ctypes.byref(cm))
+    cuda = a64.device.type == "cuda"
+    entry = library("accum_cuda").lp_emulated_matmul_cuda if cuda else library().lp_emulated_matmul
+    rc = entry(ptr(sa.data_ptr()), ptr(ea.data_ptr()), ptr(sb.data_ptr()), ptr(eb.data_ptr()), ptr(seed.data_ptr()),
+               ptr(out.data_ptr()), ctypes.c_int64(M), ctypes.c_int64(K), ctypes.c_int64(N), ctypes.byref(cm))
+    if cuda and rc:
+        raise RuntimeError(f"the CUDA accumulator kernel failed (cudaError {rc})")
     return out.to(torch.float32)

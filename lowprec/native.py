@@ -1,6 +1,6 @@
-"""The native CPU build of ``cuda_ext/``'s shared headers, compiled with the system C compiler on first
-use (about a second) and loaded through ctypes; cached under ``$LOWPREC_CACHE`` (default
-``~/.cache/lowprec``), keyed by the sources' hash."""
+"""Native builds of ``cuda_ext/``'s shared header: ``accum_cpu.c`` with the system C compiler, and
+``accum_cuda.cu`` with nvcc (for CUDA tensors), compiled on first use (seconds) and loaded through
+ctypes; cached under ``$LOWPREC_CACHE`` (default ``~/.cache/lowprec``), keyed by the sources' hash."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parent.parent / "cuda_ext"
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared", "-fPIC"]
+NVCCFLAGS = ["-O3", "--fmad=false", "-shared", "-Xcompiler", "-fPIC"]   # no contraction, as on the CPU
 
 
 class AccumModelC(ctypes.Structure):
@@ -24,23 +25,32 @@ class AccumModelC(ctypes.Structure):
                 ("outer_max", ctypes.c_double)]
 
 
+def compiler(cuda: bool) -> str | None:
+    """The compiler a build needs (nvcc for CUDA, else $CC, gcc or cc), or None when there is none."""
+    if cuda:
+        return shutil.which("nvcc")
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+
+
 @functools.lru_cache(maxsize=None)
 def library(name: str = "accum_cpu") -> ctypes.CDLL:
-    """Build (once per source version) and load ``cuda_ext/<name>.c``."""
-    src = SOURCES / f"{name}.c"
+    """Build (once per source version) and load ``cuda_ext/<name>.c`` or ``cuda_ext/<name>.cu``."""
+    cuda = name.endswith("_cuda")
+    src = SOURCES / f"{name}.{'cu' if cuda else 'c'}"
     if not src.exists():
         raise RuntimeError(f"native sources not found at {SOURCES}: the native backend needs the source tree")
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    cc = compiler(cuda)
     if cc is None:
-        raise RuntimeError("the native backend needs a C compiler (gcc or cc) on PATH")
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SOURCES.glob("*.[ch]")))
-                            + " ".join(CFLAGS).encode()).hexdigest()[:16]
+        raise RuntimeError(f"the native backend needs {'nvcc' if cuda else 'a C compiler (gcc or cc)'} on PATH")
+    flags = NVCCFLAGS if cuda else CFLAGS
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SOURCES.glob("*.*[chu]")))
+                            + " ".join(flags).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("LOWPREC_CACHE", Path.home() / ".cache" / "lowprec"))
     cache.mkdir(parents=True, exist_ok=True)
     so = cache / f"{name}-{digest}.so"
     if not so.exists():
         tmp = so.with_suffix(f".{os.getpid()}.tmp")
-        subprocess.run([cc, *CFLAGS, "-I", str(SOURCES), "-o", str(tmp), str(src), "-lm"], check=True,
-                       capture_output=True, text=True)
+        subprocess.run([cc, *flags, "-I", str(SOURCES), "-o", str(tmp), str(src), *([] if cuda else ["-lm"])],
+                       check=True, capture_output=True, text=True)
         tmp.replace(so)
     return ctypes.CDLL(str(so))

@@ -4,6 +4,7 @@ closed forms show how many bits are kept; an FPRev probe reveals each model's su
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -251,3 +252,21 @@ def test_accumulator_overflow_stays_inf_in_every_implementation():
     for backend in ("eager", "native"):
         assert_same(lp.emulated_matmul(a, b, model, backend=backend), ref)
     assert ref[0, 0].item() == math.inf and math.isnan(ref[1, 0].item())
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_cuda_build_of_the_shared_header_compiles_and_loads():
+    """Compile check only on machines without a GPU: the header is valid device code."""
+    from lowprec.native import library
+    assert hasattr(library("accum_cuda"), "lp_emulated_matmul_cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or shutil.which("nvcc") is None, reason="needs a GPU and nvcc")
+@pytest.mark.parametrize("name", ["hopper_fp8", "hopper_fp8_promoted", "ada_fp8"])
+def test_cuda_native_backend_matches_cpu(name):
+    g = torch.Generator().manual_seed(3)
+    a = lp.quantize(torch.randn(64, 700, generator=g) * 8, "e4m3", saturate=True)
+    b = lp.quantize(torch.randn(700, 40, generator=g), "e4m3", saturate=True)
+    c = torch.randn(64, 40, generator=g)
+    got = lp.emulated_matmul(a.cuda(), b.cuda(), name, c.cuda(), backend="native").cpu()
+    assert_same(got, lp.emulated_matmul(a, b, name, c))
