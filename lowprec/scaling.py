@@ -136,6 +136,17 @@ class QuantizedTensor:
     config: ScalingConfig
     shape: tuple[int, ...]       # the original shape
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.codes, torch.Tensor) or self.codes.dim() != 2 or self.codes.dtype.is_floating_point:
+            raise TypeError("codes must be a 2-D integer tensor")
+        if math.prod(self.shape) != self.codes.numel():
+            raise ValueError(f"shape {self.shape} does not match {self.codes.numel()} codes")
+        want = tuple(-(-s // t) for s, t in zip(self.codes.shape, self.tile))
+        if not isinstance(self.scales, torch.Tensor) or tuple(self.scales.shape) != want:
+            got = tuple(self.scales.shape) if isinstance(self.scales, torch.Tensor) else type(self.scales).__name__
+            raise ValueError(f"scales have shape {got}; tile {self.tile} over codes {tuple(self.codes.shape)} "
+                             f"needs {want}")
+
     @property
     def fmt(self) -> FloatFormat:
         return self.config.format

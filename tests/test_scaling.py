@@ -311,6 +311,14 @@ def test_bad_scaling_input():
         ScalingConfig("e8m0")
 
 
+def test_scales_of_the_wrong_shape():
+    q = lp.quantize_tensor(rand(4, 256), "deepseek_v3")
+    with pytest.raises(ValueError, match="scales have shape"):
+        lp.QuantizedTensor(q.codes, q.scales[:, :1], q.config, q.shape)
+    with pytest.raises(ValueError, match="does not match"):
+        lp.QuantizedTensor(q.codes, q.scales, q.config, (4, 255))
+
+
 def test_user_recipe_from_one_place():
     r = lp.register_recipe(lp.Recipe("my_e5m2_rows", ScalingConfig("e5m2", (1, -1)), ScalingConfig("e5m2", (-1, 1)),
                                      ScalingConfig("e5m2", (1, -1))))
