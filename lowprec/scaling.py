@@ -20,7 +20,8 @@ Conventions (one mechanism for every recipe)
   ``x * (max * (1 / amax))`` -- what older DeepGEMM's ``x * (448.0 / amax)`` computes when run by
   PyTorch, whose ``scalar / tensor`` is a reciprocal times the scalar (found by our oracle test; it
   differs from the true division in about a third of the near-boundary cases), ``"div"`` ``x / sf``
-  (DeepSeek-V3 inference kernels). The scaled value is cast RNE with saturation; non-finite elements are cast
+  (DeepSeek-V3 inference kernels). With ``mul_inv`` the scale is at least 2^-126 so that ``1 / sf``
+  stays finite for tiles whose amax is below ~5e-36 (DeepGEMM's 1e-4 amax floor never gets there). The scaled value is cast RNE with saturation; non-finite elements are cast
   without saturation (NaN stays NaN, Inf becomes Inf or NaN as the format defines), so a NaN never
   spreads to its neighbours unless ``nonfinite="tile_nan"`` asks for it.
 * MX (OCP MX v1.0, ``scale_format="e8m0"``): ``X = 2^(floor(log2 amax) - emax_elem)`` with the exact
@@ -50,6 +51,7 @@ SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
 MX_RULES = ("floor", "ceil", "even", "rceil")
 NONFINITE = ("element", "tile_nan")
 _F32_MAX = torch.finfo(torch.float32).max
+_F32_TINY = torch.finfo(torch.float32).tiny        # 2^-126
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,8 @@ def _tile_scales(t: torch.Tensor, cfg: ScalingConfig, delayed_mult: float | None
             mult = _pow2_down(mult)
         return 1.0 / mult, mult, nan_tile
     sf = torch.where(ok, amax / target, 1.0)
+    if cfg.scale_op == "mul_inv":   # keep 1 / sf finite: a subnormal sf would make the multiplier Inf
+        sf = torch.clamp(sf, min=_F32_TINY)
     if cfg.pow2:
         sf = _pow2_up(sf)
     return sf, 1.0 / sf, nan_tile

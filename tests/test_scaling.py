@@ -256,6 +256,14 @@ def test_ragged_last_tile_is_zero_padding(x):
     assert torch.equal(q.scales, qp.scales)
 
 
+@pytest.mark.parametrize("op", ["mul_inv", "mul_ratio", "mul_rcp_ratio", "div"])
+def test_tiny_amax_tiles_are_not_lost(op):
+    """A tile of float32 subnormals: every scale op keeps the values (no Inf multiplier, no zeroing)."""
+    x = torch.tensor([[1e-39, -5e-40, 3e-40, 0.0]])
+    d = lp.quantize_tensor(x, ScalingConfig("e4m3fn", (1, 4), scale_op=op)).dequantize(torch.float64)
+    assert ((d - x.double()).abs() <= 2.0**-3 * x.double().abs()).all() and d[0, 3] == 0
+
+
 def test_nd_tensors_use_the_last_dim():
     x = rand(2, 3, 256, seed=13)
     q = lp.quantize_tensor(x, "deepseek_v3")
