@@ -38,6 +38,11 @@ def main() -> None:
                      best_time(lambda: lp.quantize_tensor(x, recipe, role, backend="compiled"), 3)))
         full = lp.quantize_tensor(x, recipe, role, backend="compiled")      # same bits as eager (on 256 rows,
         assert torch.equal(full.codes[:256], lp.quantize_tensor(x[:256], recipe, role).codes)  # whole tiles)
+    for label, recipe, role in cases[:2]:
+        rows.append((f"quantize_tensor {label}, native (C)",
+                     best_time(lambda: lp.quantize_tensor(x, recipe, role, backend="native"), 3)))
+        assert torch.equal(lp.quantize_tensor(x, recipe, role, backend="native").codes[:256],
+                           lp.quantize_tensor(x[:256], recipe, role).codes)
     rows.append(("quantize_tensor 1x128, eager", best_time(lambda: lp.quantize_tensor(x, "deepseek_v3"), 1)))
     report(rows, n * n, "Melem/s", "plain cast x.to(float8_e4m3fn)")
 

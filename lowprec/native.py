@@ -54,3 +54,21 @@ def library(name: str = "accum_cpu") -> ctypes.CDLL:
                        check=True, capture_output=True, text=True)
         tmp.replace(so)
     return ctypes.CDLL(str(so))
+
+
+class FormatC(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int32) for name in ("mbits", "emin", "max_code", "sign_mask", "has_inf", "has_nan",
+                                                    "has_negative_zero", "signed_nan", "inf_code", "nan_code")]
+
+
+def format_struct(fmt) -> FormatC:
+    """The ``lp_format`` of ``cuda_ext/lowprec_round.h`` for a ``FloatFormat``."""
+    return FormatC(fmt.mbits, fmt.emin, fmt.max_code, fmt.sign_mask, int(fmt.has_inf), int(fmt.has_nan),
+                   int(fmt.has_negative_zero), int(fmt.special in ("ieee", "fn") and fmt.signed),
+                   fmt.inf_code if fmt.has_inf else 0, fmt.nan_code if fmt.has_nan else 0)
+
+
+class ScalingC(ctypes.Structure):
+    _fields_ = [("tr", ctypes.c_int32), ("tc", ctypes.c_int32), ("scale_op", ctypes.c_int32),
+                ("pow2", ctypes.c_int32), ("tile_nan", ctypes.c_int32), ("target", ctypes.c_float),
+                ("amax_floor", ctypes.c_float)]

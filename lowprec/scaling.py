@@ -289,7 +289,8 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
 
     ``overrides`` replace config fields (e.g. ``tile=(1, 64)``, ``scale_op="div"``). Delayed scaling
     needs ``history`` (an ``AmaxHistory``), which is updated. ``backend="compiled"`` fuses the work
-    with torch.compile (the same bits).
+    with torch.compile, ``backend="native"`` runs ``cuda_ext/quant_cpu.c`` (current scaling, float32
+    scales, <= 8-bit formats: see ``native_unsupported``); the same bits either way.
     """
     cfg = _resolve_config(recipe_or_scaling, role, overrides)
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
@@ -297,8 +298,8 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
     if cfg.amax_source == "delayed" and history is None:
         raise ValueError("delayed scaling needs history=AmaxHistory(...)")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend not in (*BACKENDS, "native"):
+        raise ValueError(f"unknown backend {backend!r}; expected one of {(*BACKENDS, 'native')}")
     x2 = _as_2d(x).to(torch.float32)
     tile = _resolve_tile(cfg.tile, tuple(x2.shape))
     if not cfg.allow_ragged and (x2.shape[0] % tile[0] or x2.shape[1] % tile[1]):
@@ -309,9 +310,49 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
         assert history is not None
         delayed_mult = history.update_scale(cfg.format.max, cfg.margin)
         history.push(float(torch.where(torch.isfinite(x2), x2.abs(), 0.0).max()) if x2.numel() else 0.0)
-    core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
-    codes, sf = core(x2, cfg, tile, delayed_mult)
+    if backend == "native":
+        why = native_unsupported(cfg, x2.device)
+        if why:
+            raise ValueError(why)
+        codes, sf = _native_quantize(x2, cfg, tile)
+    else:
+        core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
+        codes, sf = core(x2, cfg, tile, delayed_mult)
     return QuantizedTensor(codes, sf, cfg, tuple(x.shape))
+
+
+def native_unsupported(cfg: ScalingConfig, device: torch.device) -> str | None:
+    """Why ``backend="native"`` (``cuda_ext/quant_cpu.c``) cannot quantise with ``cfg`` here, or None."""
+    from .native import compiler
+
+    f = cfg.format
+    if device.type != "cpu" or compiler(False) is None:
+        return "the native scaling backend runs on CPU tensors and needs a C compiler"
+    if cfg.scale_format != "fp32" or cfg.amax_source != "current":
+        return "the native scaling backend covers current scaling with float32 scales (not MX or delayed)"
+    if f.bits > 8 or not (f.subnormals and f.has_zero) or f.emin < -126:
+        return f"the native scaling backend covers <= 8-bit element formats with subnormals, not {f.name}"
+    return None
+
+
+def _native_quantize(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_quantize_core`` by ``cuda_ext/quant_cpu.c`` (same bits; tested against the torch path)."""
+    import ctypes
+
+    from .native import ScalingC, format_struct, library
+
+    x2 = x2.contiguous()
+    R, C = x2.shape
+    codes = torch.empty(R, C, dtype=torch.uint8)
+    sf = torch.empty(-(-R // tile[0]), -(-C // tile[1]), dtype=torch.float32)
+    target = float(torch.tensor(cfg.format.max / 2.0**cfg.margin, dtype=torch.float32))
+    sc = ScalingC(tile[0], tile[1], SCALE_OPS.index(cfg.scale_op), int(cfg.pow2), int(cfg.nonfinite == "tile_nan"),
+                  target, cfg.amax_floor)
+    ptr = ctypes.c_void_p
+    library("quant_cpu").lp_quantize_tiles(ptr(x2.data_ptr()), ctypes.c_int64(R), ctypes.c_int64(C),
+                                           ctypes.byref(format_struct(cfg.format)), ctypes.byref(sc),
+                                           ptr(codes.data_ptr()), ptr(sf.data_ptr()))
+    return codes, sf
 
 
 def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], delayed_mult: float | None

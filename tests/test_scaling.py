@@ -350,3 +350,51 @@ def test_bytes_on_the_wire():
     assert q.nbytes() == 4 * 256 + 4 * 2 * 4                          # 1 byte a code + float32 per 1x128
     mx4 = lp.quantize_tensor(rand(4, 256), ScalingConfig("e2m1", (1, 32), scale_format="e8m0", nonfinite="tile_nan"))
     assert mx4.nbytes() == 4 * 256 // 2 + 4 * 8 and mx4.nbytes(packed=False) == 4 * 256 + 4 * 8
+
+
+# ---- the native (C) scaling kernel: the same bits as the torch path ------------------------------
+NATIVE_FORMATS = ["e4m3fn", "e5m2", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2", "e2m1", "e3m4"]
+
+
+@pytest.mark.parametrize("fmt", NATIVE_FORMATS)
+def test_native_encoder_on_every_rounding_boundary(fmt):
+    """With amax = max the scale is exactly 1, so the kernel's codes are a plain saturating RNE cast:
+    compare them with encode() on every representable value, midpoint and the midpoints' neighbours."""
+    f = lp.get_format(fmt)
+    vals = lp.decode(torch.arange(f.max_code + 1), f).double()
+    vals = vals[~vals.isnan()].sort().values
+    mids = ((vals[1:] + vals[:-1]) / 2).float()
+    pts = torch.cat([vals.float(), mids, torch.nextafter(mids, torch.tensor(-1e30)),
+                     torch.nextafter(mids, torch.tensor(1e30))])
+    pts = torch.cat([pts, -pts, torch.tensor([f.max])])
+    cfg = ScalingConfig(fmt, (1, -1), nonfinite="tile_nan")
+    q = lp.quantize_tensor(pts[None, :], cfg, backend="native")
+    assert q.scales.item() == 1.0
+    assert torch.equal(q.codes[0], lp.encode(pts, f, saturate=True))
+
+
+@st.composite
+def native_configs(draw):
+    fmt = draw(st.sampled_from(NATIVE_FORMATS))
+    return ScalingConfig(fmt, draw(st.sampled_from([(1, 128), (128, 128), (1, 32), (1, -1), (-1, 1), (-1, -1), (3, 5)])),
+                         margin=draw(st.integers(0, 2)), amax_floor=draw(st.sampled_from([0.0, 1e-4])),
+                         pow2=draw(st.booleans()), scale_op=draw(st.sampled_from(["mul_inv", "mul_ratio",
+                                                                                   "mul_rcp_ratio", "div"])),
+                         nonfinite=draw(st.sampled_from(["tile_nan"] + (["element"] if lp.get_format(fmt).has_nan
+                                                                        else []))))
+
+
+@given(x=heavy_tailed_tensors(max_rows=6, max_cols=300), cfg=native_configs(), special=st.booleans())
+def test_native_scaling_matches_torch(x, cfg, special):
+    if special:
+        x[0, 0], x[-1, -1] = math.nan, -math.inf
+    a, b = lp.quantize_tensor(x, cfg, backend="native"), lp.quantize_tensor(x, cfg)
+    assert torch.equal(a.codes, b.codes)
+    assert torch.equal(a.scales.isnan(), b.scales.isnan()) and torch.equal(a.scales.nan_to_num(), b.scales.nan_to_num())
+
+
+def test_native_scaling_refuses_what_it_does_not_cover():
+    with pytest.raises(ValueError, match="native scaling backend"):
+        lp.quantize_tensor(rand(4, 64), "mxfp8", backend="native")
+    with pytest.raises(ValueError, match="native scaling backend"):
+        lp.quantize_tensor(rand(4, 64), "deepseek_v3", backend="native", fmt="bf16")
