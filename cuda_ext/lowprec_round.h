@@ -1,6 +1,6 @@
 /* lowprec: one rounding of a float32 to a small binary format, the C twin of the 32-bit-word path of
- * lowprec/rounding.py:_encode_core (shared by CPU builds and CUDA kernels; tests check it against the
- * torch path). Covers formats with subnormals and a zero (every registered format but E8M0), with at
+ * lowprec/rounding.py:_encode_core (tests check it against the torch path). Written __host__ __device__
+ * for CUDA kernels too; today only the CPU build (quant_cpu.c) uses it. Covers formats with subnormals and a zero (every registered format but E8M0), with at
  * most 22 fraction bits and emin >= -126, and the deterministic modes. */
 #ifndef LOWPREC_ROUND_H
 #define LOWPREC_ROUND_H
