@@ -25,8 +25,9 @@ The model (``AccumulatorModel``), for one output element ``c + sum_k a_k * b_k``
 7. NaN/Inf in any input of a dot product: the result is IEEE float32's (NaN, or the Inf of the exact
    sum), as the modelled hardware does.
 
-Two implementations that agree bit for bit: ``reference_dot`` (scalar, Python ``Fraction``, readable
-against the steps above) and ``emulated_matmul`` (vectorised torch, chunked along K).
+Implementations that agree bit for bit: ``reference_dot`` (scalar, Python ``Fraction``, readable
+against the steps above) and ``emulated_matmul`` (vectorised torch, eager or compiled, chunked along K;
+or the native C/CUDA builds of ``cuda_ext/lowprec_accum.h``).
 """
 
 from __future__ import annotations
@@ -306,6 +307,8 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
         raise ValueError(f"unknown backend {backend!r}; expected one of {(*BACKENDS, 'native')}")
     model = get_accumulator(model)
     a, b = _check_operand(a, "a"), _check_operand(b, "b")
+    if backend == "native" and (why := native_unsupported(model, a.device)):
+        raise ValueError(why)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"shape mismatch: a is {tuple(a.shape)}, b is {tuple(b.shape)}")
     M, K = a.shape
@@ -321,24 +324,24 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
             if not torch.equal(quantize(x[fin], f, saturate=True, out_dtype=torch.float64), x[fin]):
                 raise ValueError(f"{nm} holds values that are not {f.name} values: quantize it first")
     c64 = torch.zeros(M, N, dtype=torch.float64, device=a.device) if c is None else c.to(torch.float64)
-    acc_fmt = get_format(model.acc_format)
+    acc_fmt, outer_fmt = get_format(model.acc_format), get_format(model.outer_format)
 
-    outer_fmt = get_format(model.outer_format)
-    step = compiled(_group_update) if backend == "compiled" else _group_update
-    if backend == "native":
-        out = _native_matmul(a64, b64, c64, model)
-        return _ieee_nonfinite(out, a64, b64, c64)
-
-    fin_a, fin_b = torch.isfinite(a64), torch.isfinite(b64)
-    a_fin, b_fin = torch.where(fin_a, a64, 0.0), torch.where(fin_b, b64, 0.0)
+    # step 1, once for every backend: finite parts of the operands as significands and exponents
+    a_fin, b_fin = torch.where(torch.isfinite(a64), a64, 0.0), torch.where(torch.isfinite(b64), b64, 0.0)
     sa, ea = _significand_exponent(a_fin, fa.emin)
     sb, eb = _significand_exponent(b_fin, fb.emin)
     if _narrow_ok(model):
         sa, ea, sb, eb = sa.float(), ea.int(), sb.float(), eb.int()
     promote = model.promote_every
-    outer = c64.clone() if promote else None
-    acc = (torch.zeros_like(c64) if promote
-           else round_values(torch.where(torch.isfinite(c64), c64, 0.0), acc_fmt, model.acc_rounding))
+    c_fin = torch.where(torch.isfinite(c64), c64, 0.0)
+    acc = torch.zeros_like(c64) if promote else round_values(c_fin, acc_fmt, model.acc_rounding)
+    acc = torch.where(acc == 0, 0.0, acc)                         # an exact zero is +0 (step 6)
+    if backend == "native":
+        out = _native_matmul(sa, ea, sb, eb, c_fin if promote else acc, model)
+        return _ieee_nonfinite(out, a64, b64, c64)
+
+    step = compiled(_group_update) if backend == "compiled" else _group_update
+    outer = c_fin.clone() if promote else None
     G = model.group_size
     for start in range(0, K, G):
         if promote and start and start % promote == 0:
@@ -378,34 +381,26 @@ def native_unsupported(model: AccumulatorModel, device: torch.device) -> str | N
     return None
 
 
-def _native_matmul(a64: torch.Tensor, b64: torch.Tensor, c64: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
-    """Steps 1-6 by ``cuda_ext/accum_cpu.c`` (the shared header's CPU build); same bits as the torch path."""
+def _native_matmul(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torch.Tensor, seed: torch.Tensor,
+                   model: AccumulatorModel) -> torch.Tensor:
+    """Steps 2-6 by the C/CUDA builds of ``cuda_ext/lowprec_accum.h`` from step 1's narrow (float32 /
+    int32) significands and exponents and the accumulator's seed; same bits as the torch path."""
     import ctypes
 
     from .native import AccumModelC, library
 
-    why = native_unsupported(model, a64.device)
-    if why:
-        raise ValueError(why)
-    fa, fb = model.formats
     acc_fmt, outer_fmt = get_format(model.acc_format), get_format(model.outer_format)
-    sa, ea = _significand_exponent(torch.where(torch.isfinite(a64), a64, 0.0), fa.emin)
-    sb, eb = _significand_exponent(torch.where(torch.isfinite(b64), b64, 0.0), fb.emin)
-    sa, sb = sa.float().contiguous(), sb.float().contiguous()
-    ea, eb = ea.int().contiguous(), eb.int().contiguous()
-    c_fin = torch.where(torch.isfinite(c64), c64, 0.0)
-    seed = c_fin if model.promote_every else round_values(c_fin, acc_fmt, model.acc_rounding)
-    seed = torch.where(seed == 0, 0.0, seed).contiguous()
+    sa, ea, sb, eb, seed = (t.contiguous() for t in (sa, ea, sb, eb, seed))
     M, K = sa.shape
     N = sb.shape[1]
-    out = torch.empty(M, N, dtype=torch.float64, device=a64.device)
+    out = torch.empty(M, N, dtype=torch.float64, device=sa.device)
     rnd = {"rtz": 0, "rne": 1}
     cm = AccumModelC(model.group_size, model.align_bits, ALIGN_ROUNDINGS.index(model.align_rounding),
                      int(model.align_with_acc), acc_fmt.mbits, acc_fmt.emin, rnd[canonical_rounding(model.acc_rounding)],
                      acc_fmt.max, model.promote_every or 0, outer_fmt.mbits, outer_fmt.emin,
                      rnd[canonical_rounding(model.outer_rounding)], outer_fmt.max)
     ptr = ctypes.c_void_p
-    cuda = a64.device.type == "cuda"
+    cuda = sa.device.type == "cuda"
     entry = library("accum_cuda").lp_emulated_matmul_cuda if cuda else library().lp_emulated_matmul
     rc = entry(ptr(sa.data_ptr()), ptr(ea.data_ptr()), ptr(sb.data_ptr()), ptr(eb.data_ptr()), ptr(seed.data_ptr()),
                ptr(out.data_ptr()), ctypes.c_int64(M), ctypes.c_int64(K), ctypes.c_int64(N), ctypes.byref(cm))

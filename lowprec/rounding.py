@@ -2,7 +2,8 @@
 
 Numerical contract
 ------------------
-* The input (float16, bfloat16, float32, float64 or any torch float8) is widened to float64 exactly,
+* The input (float16, bfloat16, float32, float64 or any torch float8) is widened exactly to a float
+  word (float32 where that is exact and every intermediate fits int32, else float64: ``_word_for``),
   then rounded **once**, in integer arithmetic on its significand, to the target format: there is no
   double rounding through an intermediate format.
 * Rounding modes (``ROUNDINGS``): ``rne`` nearest, ties to the even code; ``rna`` nearest, ties away
@@ -50,7 +51,6 @@ _ROUNDING_ALIASES = {
     "odd": "rto", "round_to_odd": "rto",
     "sr": "stochastic",
 }
-
 
 
 class _Word(NamedTuple):

@@ -300,6 +300,8 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
         raise ValueError("delayed scaling needs history=AmaxHistory(...)")
     if backend not in (*BACKENDS, "native"):
         raise ValueError(f"unknown backend {backend!r}; expected one of {(*BACKENDS, 'native')}")
+    if backend == "native" and (why := native_unsupported(cfg, x.device)):
+        raise ValueError(why)
     x2 = _as_2d(x).to(torch.float32)
     tile = _resolve_tile(cfg.tile, tuple(x2.shape))
     if not cfg.allow_ragged and (x2.shape[0] % tile[0] or x2.shape[1] % tile[1]):
@@ -311,9 +313,6 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
         delayed_mult = history.update_scale(cfg.format.max, cfg.margin)
         history.push(float(torch.where(torch.isfinite(x2), x2.abs(), 0.0).max()) if x2.numel() else 0.0)
     if backend == "native":
-        why = native_unsupported(cfg, x2.device)
-        if why:
-            raise ValueError(why)
         codes, sf = _native_quantize(x2, cfg, tile)
     else:
         core = compiled(_quantize_core) if backend == "compiled" else _quantize_core

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from .. import logfmt  # noqa: E402
 from ..rounding import quantize  # noqa: E402
 from ..scaling import quantize_tensor  # noqa: E402
-from .common import ResultsCSV  # noqa: E402
+from .common import ResultsCSV, student_t  # noqa: E402
 
 DATA_LABEL = "synthetic heavy-tailed stand-in (Student-t(3) + channel outliers), not a training trace"
 
@@ -57,9 +57,7 @@ FORMATS = [
 
 
 def synthetic_activations(tokens: int, hidden: int, g: torch.Generator) -> torch.Tensor:
-    z = torch.randn(tokens, hidden, generator=g)
-    chi2 = torch.randn(tokens, hidden, 3, generator=g).pow(2).sum(-1)
-    x = z / torch.sqrt(chi2 / 3)
+    x = student_t((tokens, hidden), g, 3.0)
     outlier_channels = torch.randperm(hidden, generator=g)[: max(1, hidden // 500)]
     x[:, outlier_channels] *= torch.exp(torch.rand(outlier_channels.numel(), generator=g) * math.log(10) + math.log(30))
     return x.float()

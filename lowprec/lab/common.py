@@ -32,7 +32,7 @@ class ResultsCSV:
         return pd.read_csv(self.path)
 
 
-def _student_t(shape: tuple[int, ...], g: torch.Generator, dof: float = 3.0) -> torch.Tensor:
+def student_t(shape: tuple[int, ...], g: torch.Generator, dof: float = 3.0) -> torch.Tensor:
     z = torch.randn(shape, generator=g)
     chi2 = torch.randn((*shape, int(dof)), generator=g).pow(2).sum(-1)
     return z / torch.sqrt(chi2 / dof)
@@ -42,5 +42,5 @@ DISTRIBUTIONS: dict[str, Callable[[tuple[int, ...], torch.Generator], torch.Tens
     "normal": lambda s, g: torch.randn(s, generator=g),
     "uniform_pos": lambda s, g: torch.rand(s, generator=g),
     "half_normal": lambda s, g: torch.randn(s, generator=g).abs(),
-    "student_t3": _student_t,
+    "student_t3": student_t,
 }
