@@ -10,7 +10,7 @@ void lp_emulated_matmul(const float *sa, const int32_t *ea, const float *sb, con
                         const lp_accum_model *model) {
     /* locals: stores to the work arrays must not force the model to be reloaded */
     const int32_t F = model->align_bits, acc_m = model->acc_mbits, acc_emin = model->acc_emin;
-    const int32_t acc_rnd = model->acc_rounding;
+    const int32_t acc_rnd = model->acc_rounding, acc_ovf = model->acc_overflow_inf;
     const double acc_max = model->acc_max;
     #pragma omp parallel
     {
@@ -31,11 +31,11 @@ void lp_emulated_matmul(const float *sa, const int32_t *ea, const float *sb, con
                 if (model->promote_every && k0 && k0 % model->promote_every == 0) {
                     for (int64_t n = 0; n < N; n++) {
                         outer[n] = lp_round(lp_add_round_to_odd(outer[n], acc[n]), model->outer_mbits,
-                                            model->outer_emin, model->outer_rounding, model->outer_max);
+                                            model->outer_emin, model->outer_rounding, model->outer_max, 0);
                         acc[n] = 0.0;
                     }
                 }
-                for (int64_t n = 0; n < N; n++) { E[n] = LP_NO_EXP; units[n] = 0.0f; }
+                for (int64_t n = 0; n < N; n++) { E[n] = model->e_floor; units[n] = 0.0f; }
                 /* step 6: an Inf accumulator stays Inf -- computed with 0 in its place, restored below */
                 for (int64_t k = k0; k < k1; k++) {
                     const int32_t ek = ea[m * K + k];
@@ -48,9 +48,9 @@ void lp_emulated_matmul(const float *sa, const int32_t *ea, const float *sb, con
                 if (model->align_with_acc) {
                     for (int64_t n = 0; n < N; n++) {
                         double s; int32_t e;
-                        lp_split(isinf(acc[n]) ? 0.0 : acc[n], model->acc_emin, &s, &e);
+                        lp_split(isinf(acc[n]) ? 0.0 : acc[n], model->acc_emin, model->zero_exp, &s, &e);
                         if (e > E[n]) E[n] = e;
-                        if (E[n] > LP_NO_EXP / 2) units[n] = lp_align((float)s, e - E[n], model);
+                        units[n] = lp_align((float)s, e - E[n], model);
                     }
                 }
                 for (int64_t k = k0; k < k1; k++) {
@@ -72,8 +72,7 @@ void lp_emulated_matmul(const float *sa, const int32_t *ea, const float *sb, con
                 }
                 int32_t any_exceptional = 0;
                 for (int64_t n = 0; n < N; n++) {
-                    int32_t Ec = E[n] < -1000 ? -1000 : E[n];
-                    double t = (double)units[n] * lp_pow2(Ec - F);
+                    double t = (double)units[n] * lp_pow2(E[n] - F);      /* E >= e_floor: normal */
                     const double prev = acc[n], fin = isinf(prev) ? 0.0 : prev;
                     total[n] = model->align_with_acc ? t : lp_add_round_to_odd(fin, t);
                     acc[n] = lp_round_fast(total[n], acc_m, acc_emin, acc_rnd, acc_max, &exceptional[n]);
@@ -82,12 +81,12 @@ void lp_emulated_matmul(const float *sa, const int32_t *ea, const float *sb, con
                 }
                 if (any_exceptional)   /* zeros, tiny or overflowing sums: the general rounding */
                     for (int64_t n = 0; n < N; n++)
-                        if (exceptional[n]) acc[n] = lp_round(total[n], acc_m, acc_emin, acc_rnd, acc_max);
+                        if (exceptional[n]) acc[n] = lp_round(total[n], acc_m, acc_emin, acc_rnd, acc_max, acc_ovf);
             }
             for (int64_t n = 0; n < N; n++)
                 out[m * N + n] = model->promote_every
                     ? lp_round(lp_add_round_to_odd(outer[n], acc[n]), model->outer_mbits, model->outer_emin,
-                               model->outer_rounding, model->outer_max)
+                               model->outer_rounding, model->outer_max, 0)
                     : acc[n];
         }
         free(E); free(units); free(acc); free(outer); free(total); free(exceptional);

@@ -6,24 +6,55 @@ The model (``AccumulatorModel``), for one output element ``c + sum_k a_k * b_k``
 1. every non-zero input is ``s * 2^e`` with s in [1, 2) -- for subnormal inputs e is clamped to the input
    format's smallest normal exponent and s < 1; a product keeps the unnormalised significand
    ``s_a * s_b`` (exact, in [0, 4)) and the exponent ``e_a + e_b``; the running accumulator (a value
-   of ``acc_format``) is written the same way; zero terms take no part;
-2. E = the largest exponent among the group's products, and the accumulator's when
-   ``align_with_acc`` (otherwise the accumulator is added after the group, step 4);
+   of ``acc_format``) is written the same way. Zeros follow ``zero_exponent``:
+
+   - an int z (default -126, every NVIDIA preset: the convention of the hardware-validated simulator
+     MMA-Sim, SPEC 2b): a zero input and a zero accumulator are ``0 * 2^z`` whatever their format, so
+     a product with a zero operand is the term ``0 * 2^(z + e_other)`` (``0 * 2^(2z)`` for 0 x 0), and
+     these terms take part in step 2. With BF16/TF32 inputs this shows: a zero next to a huge
+     co-operand (0 x 3e36 has exponent -5) lifts E and truncates the group's small real products away;
+     a zero accumulator lifts E to z when every product is below 2^z. With FP8/FP16 inputs a zero
+     product (at most 2^(z + emax of the other format)) never outranks a real one, so only a non-zero
+     accumulator below that can feel it: on hopper_fp8, C = 2^-126 (1 + 2^-13) beside 0 x 448 is
+     aligned to E = -118 and loses its last bit (SPEC 2b's "never changes a result" holds for C = 0
+     and for accumulators above 2^-110);
+   - ``None``: zero terms take no part (a group may then have no term at all);
+2. E = the largest exponent among the group's terms: its products, and the accumulator's when
+   ``align_with_acc`` (otherwise the accumulator is added after the group, step 4). E is never taken
+   below the model's exponent floor, the smallest exponent any term can have
+   (min(emin_a + emin_b, emin_acc, 2z)); that changes no group with a term, and a group without one
+   sums to exactly 0;
 3. each term's significand is scaled by 2^(e_i - E) and rounded to a multiple of 2^-``align_bits`` by
    ``align_rounding`` (``rtz`` toward zero, ``rdown`` toward -inf as two's-complement shifting does,
-   ``rne``); ``align_bits=None`` keeps terms exact;
+   ``rne``); ``align_bits=None`` keeps terms exact (E, and so ``zero_exponent``, then changes nothing);
 4. the rounded terms are summed exactly and the sum is rounded once to ``acc_format`` by
    ``acc_rounding`` (with ``align_with_acc=False``: ``round(acc + group sum)``); that is the
-   accumulator for the next group;
+   accumulator for the next group. Overflow follows ``overflow``: ``"inf"`` (default, SPEC 2b: the
+   hardware) makes every result of magnitude >= 2^(emax + 1) of ``acc_format`` (2^128 for fp32 and
+   E8M13) +-Inf, also when rounding toward zero; ``"ieee"`` follows IEEE 754, where rounding toward
+   zero stops at +-max (FLT_MAX). Below 2^(emax + 1) the two agree (a truncated value there is at
+   most max). The same rounding turns the initial ``c`` into the accumulator's seed (step 5);
 5. with ``promote_every = N_C`` the accumulator starts from zero every N_C products along K and its
-   value is added into an ``outer_format`` accumulator (rounding ``outer_rounding``) -- the FP32
-   promotion on CUDA cores of DeepSeek-V3 / DeepGEMM; the initial ``c`` seeds the outer accumulator.
-   Without promotion ``c`` seeds the inner accumulator (rounded to ``acc_format`` first);
-6. a sum that is exactly zero is +0 (as IEEE addition gives under round-to-nearest); an accumulator
-   that overflowed to +-Inf (nearest rounding) stays +-Inf, and promotion adds it to the outer
-   accumulator by IEEE rules (Inf + -Inf is NaN);
+   value is added into an ``outer_format`` accumulator (rounding ``outer_rounding``, IEEE overflow:
+   the FP32 arithmetic of CUDA cores) -- the FP32 promotion of DeepSeek-V3 / DeepGEMM; the initial
+   ``c`` seeds the outer accumulator. Without promotion ``c`` seeds the inner accumulator (rounded
+   to ``acc_format`` first, step 4);
+6. a zero result is +0: an exact zero sum (as IEEE addition gives under round-to-nearest) and a sum that
+   rounds to zero (as in MMA-Sim; IEEE would keep the sign of such an underflow); an accumulator
+   that overflowed to +-Inf stays +-Inf, and promotion adds it to the outer accumulator by IEEE rules
+   (Inf + -Inf is NaN);
 7. NaN/Inf in any input of a dot product: the result is IEEE float32's (NaN, or the Inf of the exact
-   sum), as the modelled hardware does.
+   sum), as the modelled hardware does;
+8. the NaN bits of the float32 result follow ``nan_output``: ``"canonical"`` (default, SPEC 2b: NVIDIA
+   hardware) makes every NaN 0x7FFFFFFF; ``"ieee"`` gives whatever NaN IEEE float32 arithmetic
+   produces on the host (IEEE 754 fixes neither its sign nor its payload: on x86 an invalid
+   operation gives 0xFFC00000, an input NaN propagates), so only NaN-ness is part of the contract.
+   ``reference_dot`` returns a Python float; its canonical NaN is the double that narrows to
+   0x7FFFFFFF in float32.
+
+Every power of two the implementations build is a normal number (float64 for sums, float32 for the
+aligned terms of the narrow path): E stays at or above the exponent floor, and a model whose floor
+minus ``align_bits`` would leave float64's range is rejected.
 
 Implementations that agree bit for bit: ``reference_dot`` (scalar, Python ``Fraction``, readable
 against the steps above) and ``emulated_matmul`` (vectorised torch, eager or compiled, chunked along K;
@@ -33,6 +64,7 @@ or the native C/CUDA builds of ``cuda_ext/lowprec_accum.h``).
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Sequence
@@ -44,6 +76,9 @@ from .rounding import (BACKENDS, add_round_to_odd, canonical_rounding, compiled,
                        round_exact, round_values)
 
 ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
+NAN_OUTPUTS = ("canonical", "ieee")
+OVERFLOWS = ("inf", "ieee")
+CANONICAL_NAN32 = 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -62,6 +97,9 @@ class AccumulatorModel:
     outer_format: str = "fp32"
     outer_rounding: str = "rne"
     description: str = ""
+    zero_exponent: int | None = -126
+    nan_output: str = "canonical"
+    overflow: str = "inf"
 
     def __post_init__(self) -> None:
         for f in (*self.input_formats, self.acc_format, self.outer_format):
@@ -90,6 +128,20 @@ class AccumulatorModel:
         if self.promote_every is not None and (self.promote_every < 1 or self.promote_every % self.group_size):
             raise ValueError(f"promote_every={self.promote_every} must be a positive multiple of "
                              f"group_size={self.group_size}")
+        if self.nan_output not in NAN_OUTPUTS:
+            raise ValueError(f"unknown nan_output {self.nan_output!r}; expected one of {NAN_OUTPUTS}")
+        if self.overflow not in OVERFLOWS:
+            raise ValueError(f"unknown overflow {self.overflow!r}; expected one of {OVERFLOWS}")
+        if self.zero_exponent is not None:
+            lowest = min(f.emin for f in (*self.formats, acc))
+            if not isinstance(self.zero_exponent, int) or isinstance(self.zero_exponent, bool):
+                raise TypeError(f"zero_exponent must be an int or None, got {self.zero_exponent!r}")
+            if self.zero_exponent > lowest:
+                raise ValueError(f"zero_exponent={self.zero_exponent} would rank a zero above the smallest "
+                                 f"normal number of the model's formats (2^{lowest})")
+        if _exponent_floor(self) - (self.align_bits or 0) < -1022:
+            raise ValueError(f"terms as small as 2^{_exponent_floor(self)} (input formats, zero_exponent) "
+                             f"aligned to {self.align_bits} bits leave float64's normal range")
 
     @property
     def formats(self) -> tuple[FloatFormat, FloatFormat]:
@@ -100,14 +152,25 @@ class AccumulatorModel:
         return replace(self, **changes)
 
 
+def _exponent_floor(model: AccumulatorModel) -> int:
+    """The smallest exponent a term of ``model`` can have (module doc, step 2): E is never taken below it."""
+    fa, fb = model.formats
+    lows = [fa.emin + fb.emin, get_format(model.acc_format).emin]
+    if model.zero_exponent is not None:
+        lows.append(2 * model.zero_exponent)
+    return min(lows)
+
+
 def _fhmp(name: str, fmt: str, group: int, bits: int, what: str) -> AccumulatorModel:
     return AccumulatorModel(name, (fmt, fmt), group, bits, "rtz", True, "fp32", "rtz", description=what)
 
 
+_IEEE: dict[str, Any] = dict(zero_exponent=None, nan_output="ieee", overflow="ieee")   # references, not hardware
+
 _PRESETS: dict[str, AccumulatorModel] = {m.name: m for m in [
-    AccumulatorModel("exact", ("e4m3fn", "e4m3fn"), 1 << 30, None, "rtz", True, "fp32", "rne",
+    AccumulatorModel("exact", ("e4m3fn", "e4m3fn"), 1 << 30, None, "rtz", True, "fp32", "rne", **_IEEE,
                      description="FP8 products summed exactly, rounded once to float32 (RNE): the reference"),
-    AccumulatorModel("fp32_sequential", ("fp32", "fp32"), 1, None, "rtz", True, "fp32", "rne",
+    AccumulatorModel("fp32_sequential", ("fp32", "fp32"), 1, None, "rtz", True, "fp32", "rne", **_IEEE,
                      description="IEEE float32 fused multiply-add, one product at a time in K order"),
     AccumulatorModel("hopper_fp8", description="H100 FP8 WGMMA: 32 products + accumulator aligned, 13 fraction "
                      "bits truncated, E8M13 (FP22) accumulator truncated; no promotion (SPEC 2, KM/MS)"),
@@ -140,10 +203,21 @@ def list_accumulators() -> list[AccumulatorModel]:
 
 
 # ---- scalar reference (exact arithmetic) --------------------------------------------------------
-def _split(v: Fraction, emin: int) -> tuple[Fraction, int]:
-    """v = s * 2^e with |s| in [1, 2), e clamped below at ``emin`` (then |s| < 1)."""
+def _split(v: Fraction, emin: int, zero_exponent: int | None) -> tuple[Fraction, int] | None:
+    """v = s * 2^e with |s| in [1, 2), e clamped below at ``emin`` (then |s| < 1); a zero is
+    ``(0, zero_exponent)``, or no term (None) when ``zero_exponent`` is None."""
+    if v == 0:
+        return None if zero_exponent is None else (Fraction(0), zero_exponent)
     e = max(floor_log2_exact(abs(v)), emin)
     return v / Fraction(2) ** e, e
+
+
+_CANONICAL_NAN = struct.unpack("<d", struct.pack("<Q", (CANONICAL_NAN32 << 29) | (0x7FF << 52)))[0]
+
+
+def _scalar_output(v: float, model: AccumulatorModel) -> float:
+    """Step 8 for ``reference_dot``: a NaN result as ``model.nan_output`` says."""
+    return _CANONICAL_NAN if math.isnan(v) and model.nan_output == "canonical" else v
 
 
 def _round_to_multiple(v: Fraction, quantum: Fraction, mode: str) -> Fraction:
@@ -166,9 +240,12 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         raise ValueError(f"dot of lengths {len(a)} and {len(b)}")
     values = [*a, *b, c]
     if not all(math.isfinite(v) for v in values):                # step 7: IEEE float32 semantics
-        return float(torch.tensor(sum(x * y for x, y in zip(a, b)) + c, dtype=torch.float32))
+        return _scalar_output(float(torch.tensor(sum(x * y for x, y in zip(a, b)) + c, dtype=torch.float32)),
+                              model)
 
-    def to_acc(v: Fraction) -> Fraction | float:
+    def to_acc(v: Fraction) -> Fraction | float:                # step 4's rounding and overflow
+        if model.overflow == "inf" and abs(v) >= Fraction(2) ** (acc_fmt.emax + 1):
+            return math.copysign(math.inf, v)
         r = round_exact(v, acc_fmt, model.acc_rounding)
         return Fraction(r) if math.isfinite(r) else r           # an overflow to Inf stays a float
 
@@ -178,6 +255,7 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         r = round_exact(outer + acc, model.outer_format, model.outer_rounding)
         return Fraction(r) if math.isfinite(r) else r
 
+    z = model.zero_exponent
     promote = model.promote_every
     outer: Fraction | float = Fraction(c) if promote else Fraction(0)
     acc: Fraction | float = Fraction(0) if promote else to_acc(Fraction(c))
@@ -188,13 +266,12 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
             continue
         terms = []                                              # step 1: (significand, exponent)
         for x, y in zip(a[start:start + model.group_size], b[start:start + model.group_size]):
-            if x != 0 and y != 0:
-                sx, ex = _split(Fraction(x), fa.emin)
-                sy, ey = _split(Fraction(y), fb.emin)
-                terms.append((sx * sy, ex + ey))
-        if model.align_with_acc and acc != 0:
-            terms.append(_split(acc, acc_fmt.emin))
-        if not terms:
+            tx, ty = _split(Fraction(x), fa.emin, z), _split(Fraction(y), fb.emin, z)
+            if tx is not None and ty is not None:
+                terms.append((tx[0] * ty[0], tx[1] + ty[1]))
+        if model.align_with_acc and (t_acc := _split(acc, acc_fmt.emin, z)) is not None:
+            terms.append(t_acc)
+        if not terms:                                           # no term: the group sums to 0
             continue
         E = max(e for _, e in terms)                            # step 2
         if model.align_bits is None:                            # step 3
@@ -207,19 +284,21 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         acc = to_acc(total if model.align_with_acc else acc + total)
     if promote:
         acc = add_outer(outer, acc)
-    return float(acc)
+    return _scalar_output(float(acc), model)
 
 
 # ---- vectorised implementation -------------------------------------------------------------------
-_NO_EXP = -(1 << 20)                                            # exponent of "no term"
+_NO_EXP = -(1 << 20)       # exponent of "no term": far below the floor, so its shifts clamp to -60 (_align)
 
 
-def _significand_exponent(x: torch.Tensor, emin: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(s, e) with x = s * 2^e, |s| in [1, 2) (e >= emin, else |s| < 1); zeros give (0, _NO_EXP).
-    ``x`` is float64 holding values of a format with emin >= -1022 (so never a float64 subnormal)."""
+def _significand_exponent(x: torch.Tensor, emin: int,
+                          zero_exponent: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, e) with x = s * 2^e, |s| in [1, 2) (e >= emin, else |s| < 1); zeros give (0, zero_exponent),
+    or (0, _NO_EXP) when zero terms take no part. ``x`` is float64 holding values of a format with
+    emin >= -1022 (so never a float64 subnormal)."""
     e = torch.clamp(((x.view(torch.int64) >> 52) & 0x7FF) - 1023, min=emin)
     s = x * pow2(-e)
-    return s, torch.where(x == 0, _NO_EXP, e)
+    return s, torch.where(x == 0, _NO_EXP if zero_exponent is None else zero_exponent, e)
 
 
 def _align(s: torch.Tensor, shift: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
@@ -239,14 +318,14 @@ def _group_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torc
     acc_fin = torch.where(acc_inf, 0.0, acc)
     ep = ea[:, :, None] + eb[None, :, :]                        # (M, G, N) product exponents
     prod = sa[:, :, None] * sb[None, :, :]                      # exact significand products in [0, 4)
-    E = ep.amax(dim=1)
+    E = torch.clamp(ep.amax(dim=1), min=_exponent_floor(model))  # step 2: 2^(E - align_bits) is normal
     if model.align_with_acc:
-        s_acc, e_acc = _significand_exponent(acc_fin, get_format(model.acc_format).emin)
+        s_acc, e_acc = _significand_exponent(acc_fin, get_format(model.acc_format).emin, model.zero_exponent)
         E = torch.maximum(E, e_acc)
     units = _align(prod, ep - E[:, None, :], model).sum(dim=1)
     if model.align_with_acc:
         units = units + _align(s_acc.to(sa.dtype), e_acc - E, model)
-    total = units.double() * pow2(torch.clamp(E, min=-1000) - model.align_bits)   # exact
+    total = units.double() * pow2(E - model.align_bits)          # exact
     new = _finish(total if model.align_with_acc else add_round_to_odd(acc_fin, total), model)
     return torch.where(acc_inf, acc, new)
 
@@ -257,9 +336,20 @@ def _exact_group_update(products: torch.Tensor, acc: torch.Tensor, model: Accumu
 
 
 def _finish(total: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
-    """Step 4's rounding to the accumulator format; an exact zero sum is +0 (step 6)."""
-    total = torch.where(total == 0, 0.0, total)
-    return round_values(total, get_format(model.acc_format), model.acc_rounding)
+    """Step 4's rounding of finite float64 ``total`` to the accumulator format, with the model's
+    overflow; a zero result is +0 (step 6)."""
+    fmt = get_format(model.acc_format)
+    r = round_values(total, fmt, model.acc_rounding)
+    if model.overflow == "inf":
+        r = torch.where(total.abs() >= 2.0 ** (fmt.emax + 1), total * math.inf, r)
+    return torch.where(r == 0, 0.0, r)                          # a zero result is +0 (step 6)
+
+
+def _output_nans(out: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
+    """Step 8: the NaNs of the float32 result as ``model.nan_output`` says."""
+    if model.nan_output == "ieee":
+        return out
+    return torch.where(out.isnan(), torch.tensor(CANONICAL_NAN32, dtype=torch.int32).view(torch.float32), out)
 
 
 def _check_operand(x: Any, name: str) -> torch.Tensor:
@@ -324,21 +414,20 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
             if not torch.equal(quantize(x[fin], f, saturate=True, out_dtype=torch.float64), x[fin]):
                 raise ValueError(f"{nm} holds values that are not {f.name} values: quantize it first")
     c64 = torch.zeros(M, N, dtype=torch.float64, device=a.device) if c is None else c.to(torch.float64)
-    acc_fmt, outer_fmt = get_format(model.acc_format), get_format(model.outer_format)
+    outer_fmt = get_format(model.outer_format)
 
     # step 1, once for every backend: finite parts of the operands as significands and exponents
     a_fin, b_fin = torch.where(torch.isfinite(a64), a64, 0.0), torch.where(torch.isfinite(b64), b64, 0.0)
-    sa, ea = _significand_exponent(a_fin, fa.emin)
-    sb, eb = _significand_exponent(b_fin, fb.emin)
+    sa, ea = _significand_exponent(a_fin, fa.emin, model.zero_exponent)
+    sb, eb = _significand_exponent(b_fin, fb.emin, model.zero_exponent)
     if _narrow_ok(model):
         sa, ea, sb, eb = sa.float(), ea.int(), sb.float(), eb.int()
     promote = model.promote_every
     c_fin = torch.where(torch.isfinite(c64), c64, 0.0)
-    acc = torch.zeros_like(c64) if promote else round_values(c_fin, acc_fmt, model.acc_rounding)
-    acc = torch.where(acc == 0, 0.0, acc)                         # an exact zero is +0 (step 6)
+    acc = torch.zeros_like(c64) if promote else _finish(c_fin, model)   # the seed (steps 4, 5; +0 by step 6)
     if backend == "native":
         out = _native_matmul(sa, ea, sb, eb, c_fin if promote else acc, model)
-        return _ieee_nonfinite(out, a64, b64, c64)
+        return _output_nans(_ieee_nonfinite(out, a64, b64, c64), model)
 
     step = compiled(_group_update) if backend == "compiled" else _group_update
     outer = c_fin.clone() if promote else None
@@ -354,7 +443,7 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
             acc = step(sa[:, sl], ea[:, sl], sb[sl], eb[sl], acc, model)
     if promote:
         acc = round_values(add_round_to_odd(outer, acc), outer_fmt, model.outer_rounding)
-    return _ieee_nonfinite(acc.to(torch.float32), a64, b64, c64)
+    return _output_nans(_ieee_nonfinite(acc.to(torch.float32), a64, b64, c64), model)
 
 
 def _ieee_nonfinite(out: torch.Tensor, a64: torch.Tensor, b64: torch.Tensor, c64: torch.Tensor) -> torch.Tensor:
@@ -396,9 +485,10 @@ def _native_matmul(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: tor
     out = torch.empty(M, N, dtype=torch.float64, device=sa.device)
     rnd = {"rtz": 0, "rne": 1}
     cm = AccumModelC(model.group_size, model.align_bits, ALIGN_ROUNDINGS.index(model.align_rounding),
-                     int(model.align_with_acc), acc_fmt.mbits, acc_fmt.emin, rnd[canonical_rounding(model.acc_rounding)],
-                     acc_fmt.max, model.promote_every or 0, outer_fmt.mbits, outer_fmt.emin,
-                     rnd[canonical_rounding(model.outer_rounding)], outer_fmt.max)
+                     int(model.align_with_acc), _NO_EXP if model.zero_exponent is None else model.zero_exponent,
+                     _exponent_floor(model), acc_fmt.mbits, acc_fmt.emin, rnd[canonical_rounding(model.acc_rounding)],
+                     int(model.overflow == "inf"), acc_fmt.max, model.promote_every or 0, outer_fmt.mbits,
+                     outer_fmt.emin, rnd[canonical_rounding(model.outer_rounding)], outer_fmt.max)
     ptr = ctypes.c_void_p
     cuda = sa.device.type == "cuda"
     entry = library("accum_cuda").lp_emulated_matmul_cuda if cuda else library().lp_emulated_matmul

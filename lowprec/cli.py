@@ -58,12 +58,30 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backends(args: argparse.Namespace) -> int:
+    """Print one line per backend: its name, whether it runs here, and what it runs or why it cannot."""
+    import warnings
+
+    from .native import NativeBuildWarning, backends_report
+
+    with warnings.catch_warnings():                 # the table prints each reason itself
+        warnings.simplefilter("ignore", NativeBuildWarning)
+        rows = backends_report()
+    for r in rows:
+        detail = r["detail"].replace("\n", "\n" + " " * 18)
+        print(f"{r['backend']:<12} {'yes' if r['available'] else 'no':<4} {detail}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lowprec", description=__doc__)
     sub = ap.add_subparsers(dest="cmd")
     lab = sub.add_parser("lab", help="run the lab's main job on its embedded default data")
     lab.add_argument("--out", type=Path, default=Path("reports/lab"), help="where tables and plots go")
     lab.set_defaults(func=cmd_lab)
+    backends = sub.add_parser("backends", help="say which backends (eager, compiled, native CPU/CUDA) run here, "
+                                               "and why not (builds the native ones on first use)")
+    backends.set_defaults(func=cmd_backends)
     args = ap.parse_args(argv)
     if args.cmd is None:
         args = ap.parse_args(["lab", *(argv or [])])

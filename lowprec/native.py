@@ -1,6 +1,11 @@
-"""Native builds of ``cuda_ext/``'s shared header: ``accum_cpu.c`` with the system C compiler, and
-``accum_cuda.cu`` with nvcc (for CUDA tensors), compiled on first use (seconds) and loaded through
-ctypes; cached under ``$LOWPREC_CACHE`` (default ``~/.cache/lowprec``), keyed by the sources' hash."""
+"""Native builds of the C/CUDA sources of ``cuda_ext/`` (installed inside the package as
+``lowprec/_native_src``): ``accum_cpu.c`` and ``quant_cpu.c`` with the system C compiler (the native CPU backend),
+``accum_cuda.cu`` with nvcc (the native CUDA backend), compiled on first use (about a second each) and loaded
+through ctypes. Builds are cached under ``$LOWPREC_CACHE`` (default ``~/.cache/lowprec``) by ``build_key``
+(sources, compiler, its version, every flag, the target CPU) and written atomically (a uniquely named file renamed
+into place), so processes sharing the cache never load a partial or foreign build. When a backend cannot be built,
+``native_status`` says why and warns once (``NativeBuildWarning``, with the compiler's own message), and ``compiler``
+returns None: callers then take the pure-torch path, which gives the same bits."""
 
 from __future__ import annotations
 
@@ -8,52 +13,205 @@ import ctypes
 import functools
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
+import sys
+import uuid
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-SOURCES = Path(__file__).resolve().parent.parent / "cuda_ext"
+import torch
+
+_HERE = Path(__file__).resolve().parent
+SOURCE_DIRS = (_HERE / "_native_src", _HERE.parent / "cuda_ext")    # an installed package, then a source checkout
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared", "-fPIC"]
 NVCCFLAGS = ["-O3", "--fmad=false", "-shared", "-Xcompiler", "-fPIC"]   # no contraction, as on the CPU
+LIBRARIES: dict[str, bool] = {"accum_cpu": False, "quant_cpu": False, "accum_cuda": True}   # name -> built by nvcc
 
 
 class AccumModelC(ctypes.Structure):
+    """``lp_accum_model`` of ``cuda_ext/lowprec_accum.h`` (same fields, same order)."""
     _fields_ = [("group", ctypes.c_int32), ("align_bits", ctypes.c_int32), ("align_rounding", ctypes.c_int32),
-                ("align_with_acc", ctypes.c_int32), ("acc_mbits", ctypes.c_int32), ("acc_emin", ctypes.c_int32),
-                ("acc_rounding", ctypes.c_int32), ("acc_max", ctypes.c_double), ("promote_every", ctypes.c_int32),
+                ("align_with_acc", ctypes.c_int32), ("zero_exp", ctypes.c_int32), ("e_floor", ctypes.c_int32),
+                ("acc_mbits", ctypes.c_int32), ("acc_emin", ctypes.c_int32), ("acc_rounding", ctypes.c_int32),
+                ("acc_overflow_inf", ctypes.c_int32), ("acc_max", ctypes.c_double), ("promote_every", ctypes.c_int32),
                 ("outer_mbits", ctypes.c_int32), ("outer_emin", ctypes.c_int32), ("outer_rounding", ctypes.c_int32),
                 ("outer_max", ctypes.c_double)]
 
 
-def compiler(cuda: bool) -> str | None:
-    """The compiler a build needs (nvcc for CUDA, else $CC, gcc or cc), or None when there is none."""
+class NativeBuildWarning(RuntimeWarning):
+    """A native backend cannot be built or loaded here; lowprec takes the pure-torch path (same bits)."""
+
+
+class NativeBuildError(RuntimeError):
+    """Why a native library cannot be built or loaded here, the compiler's own message included."""
+
+
+def source_dir() -> Path | None:
+    """Where the native sources are (``lowprec/_native_src`` when installed, ``cuda_ext/`` in a source
+    checkout), or None when neither has them."""
+    return next((d for d in SOURCE_DIRS if (d / "lowprec_round.h").is_file()), None)
+
+
+def cache_dir() -> Path:
+    """Where builds are cached: ``$LOWPREC_CACHE``, default ``~/.cache/lowprec``."""
+    return Path(os.environ.get("LOWPREC_CACHE") or Path.home() / ".cache" / "lowprec")
+
+
+def compiler_command(cuda: bool) -> list[str]:
+    """The compiler command: nvcc for CUDA, else ``$CC`` (split as a shell would, e.g. ``ccache gcc``), gcc or cc,
+    with the executable resolved to its path. Raises NativeBuildError when it is not found."""
     if cuda:
-        return shutil.which("nvcc")
-    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+        cmd, what = ["nvcc"], "nvcc"
+    elif env := os.environ.get("CC", "").strip():
+        cmd, what = shlex.split(env), f"$CC={env!r}"
+    else:
+        cmd, what = [shutil.which("gcc") or "cc"], "gcc or cc"
+    exe = shutil.which(cmd[0])
+    if exe is None:
+        raise NativeBuildError(f"no {'CUDA' if cuda else 'C'} compiler: {what} is not found on PATH")
+    return [exe, *cmd[1:]]
+
+
+def _run(cmd: Sequence[str]) -> str:
+    """The stdout of ``cmd`` (stdin empty); NativeBuildError with the command and its own output (last 40 lines)
+    when it cannot start or fails."""
+    try:
+        p = subprocess.run(list(cmd), input="", capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise NativeBuildError(f"`{shlex.join(cmd)}` could not run: {e}") from e
+    if p.returncode:
+        out = "\n".join((p.stderr + p.stdout).strip().splitlines()[-40:])
+        raise NativeBuildError(f"`{shlex.join(cmd)}` failed (exit status {p.returncode}):\n{out}")
+    return p.stdout
 
 
 @functools.lru_cache(maxsize=None)
-def library(name: str = "accum_cpu") -> ctypes.CDLL:
-    """Build (once per source version) and load ``cuda_ext/<name>.c`` or ``cuda_ext/<name>.cu``."""
-    cuda = name.endswith("_cuda")
-    src = SOURCES / f"{name}.{'cu' if cuda else 'c'}"
-    if not src.exists():
-        raise RuntimeError(f"native sources not found at {SOURCES}: the native backend needs the source tree")
-    cc = compiler(cuda)
-    if cc is None:
-        raise RuntimeError(f"the native backend needs {'nvcc' if cuda else 'a C compiler (gcc or cc)'} on PATH")
+def _toolchain_identity(cmd: tuple[str, ...], flags: tuple[str, ...], cuda: bool) -> str:
+    """The compiler's ``--version`` output and, for C, the macros ``flags`` predefine on this machine."""
+    version = _run([*cmd, "--version"])
+    return version if cuda else version + _run([*cmd, *flags, "-E", "-dM", "-x", "c", "-"])
+
+
+def build_key(src_dir: Path, cmd: Sequence[str], flags: Sequence[str], cuda: bool) -> str:
+    """The cache key of a build: a hash of every source file (name and bytes), the compiler command (its resolved
+    path first), its ``--version`` output, every flag and, for C, the macros those flags predefine on this machine,
+    which is how ``-march=native`` resolves here (``__znver3__``, ``__AVX512F__`` and the like). Runs the
+    compiler; raises NativeBuildError when it fails."""
+    h = hashlib.sha256()
+    for p in sorted(src_dir.glob("*.*[chu]")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    for part in (*cmd, "\0", *flags, "\0", _toolchain_identity(tuple(cmd), tuple(flags), cuda)):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _build_and_load(name: str) -> ctypes.CDLL:
+    """Build ``<name>.c`` (or ``.cu``) unless a build with the same key is cached, then load it."""
+    cuda = LIBRARIES[name]
+    src_dir = source_dir()
+    if src_dir is None:
+        looked = " and ".join(map(str, SOURCE_DIRS))
+        raise NativeBuildError(f"the native sources are not installed (looked in {looked})")
+    cmd = compiler_command(cuda)
     flags = NVCCFLAGS if cuda else CFLAGS
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SOURCES.glob("*.*[chu]")))
-                            + " ".join(flags).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("LOWPREC_CACHE", Path.home() / ".cache" / "lowprec"))
-    cache.mkdir(parents=True, exist_ok=True)
-    so = cache / f"{name}-{digest}.so"
+    cache = cache_dir()
+    so = cache / f"{name}-{build_key(src_dir, cmd, flags, cuda)}.so"
     if not so.exists():
-        tmp = so.with_suffix(f".{os.getpid()}.tmp")
-        subprocess.run([cc, *flags, "-I", str(SOURCES), "-o", str(tmp), str(src), *([] if cuda else ["-lm"])],
-                       check=True, capture_output=True, text=True)
-        tmp.replace(so)
-    return ctypes.CDLL(str(so))
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise NativeBuildError(f"cannot create the build cache {cache}: {e}") from e
+        tmp = cache / f".{so.name}.{uuid.uuid4().hex}.tmp"      # unique per process and thread
+        src = src_dir / f"{name}.{'cu' if cuda else 'c'}"
+        try:
+            _run([*cmd, *flags, "-I", str(src_dir), "-o", str(tmp), str(src), *([] if cuda else ["-lm"])])
+            os.replace(tmp, so)                                  # atomic: a reader sees no build or a whole one
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        return ctypes.CDLL(str(so))
+    except OSError as e:
+        raise NativeBuildError(f"the build {so} does not load: {e}") from e
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> ctypes.CDLL | NativeBuildError:
+    """``_build_and_load``'s library, or its error: either is remembered for the process."""
+    try:
+        return _build_and_load(name)
+    except NativeBuildError as e:
+        return e
+
+
+def library(name: str = "accum_cpu") -> ctypes.CDLL:
+    """The loaded native library ``name`` (a key of ``LIBRARIES``), built on first use. Raises NativeBuildError
+    (a RuntimeError) saying why it cannot be built or loaded here."""
+    if name not in LIBRARIES:
+        raise ValueError(f"unknown native library {name!r}; expected one of {tuple(LIBRARIES)}")
+    lib = _load(name)
+    if isinstance(lib, NativeBuildError):
+        raise NativeBuildError(str(lib))
+    return lib
+
+
+@functools.lru_cache(maxsize=None)
+def native_status(cuda: bool) -> str | None:
+    """Why the native backend for CUDA (``cuda=True``) or CPU tensors is unusable here (sources missing, no compiler,
+    a library that does not build or load: the compiler's own message included), or None when every library of
+    ``LIBRARIES`` for it builds and loads. Builds on the first call; warns once (``NativeBuildWarning``) when
+    unusable."""
+    for name, built_by_nvcc in LIBRARIES.items():
+        if built_by_nvcc == cuda and isinstance(err := _load(name), NativeBuildError):
+            why = f"the native {'CUDA' if cuda else 'CPU'} backend is unavailable: {err}"
+            warnings.warn(f"{why}\nlowprec takes the pure-torch path instead (same bits, slower)", NativeBuildWarning,
+                          stacklevel=2)
+            return why
+    return None
+
+
+def compiler(cuda: bool) -> str | None:
+    """The compiler of the native backend for CUDA (nvcc) or CPU tensors ($CC, gcc or cc), or None when that backend
+    is unusable here: ``native_status`` says why (and warns once)."""
+    return None if native_status(cuda) else compiler_command(cuda)[0]
+
+
+def reset() -> None:
+    """Forget this process's build outcomes and warnings (after installing a compiler or changing ``$CC`` or
+    ``$LOWPREC_CACHE``): the next use checks and builds again."""
+    for fn in (_toolchain_identity, _load, native_status):
+        fn.cache_clear()
+
+
+def backends_report() -> list[dict[str, Any]]:
+    """One row per backend (eager, compiled, native CPU, native CUDA) with ``backend``, ``available`` and ``detail``
+    (what it runs, or why it cannot run here). Checking a native backend builds it unless cached (seconds, once)."""
+    cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")   # inductor's compiler
+    if not torch._dynamo.is_dynamo_supported():
+        compiled_why = f"torch {torch.__version__} does not support torch.compile on this Python"
+    elif shutil.which(cxx) is None:
+        compiled_why = f"torch.compile (inductor) on CPU needs a C++ compiler: {cxx} is not found on PATH"
+    else:
+        compiled_why = None
+    cpu_why = native_status(False)
+    cuda_why = "no CUDA device (torch.cuda.is_available() is False)"
+    if torch.cuda.is_available():
+        cuda_why = native_status(True)
+    return [
+        {"backend": "eager", "available": True, "detail": "pure torch, op by op: the reference, every op and device"},
+        {"backend": "compiled", "available": compiled_why is None,
+         "detail": compiled_why or "torch.compile of the eager code, same bits; compiles on first use per shape, "
+                                   "format and mode (seconds)"},
+        {"backend": "native CPU", "available": cpu_why is None,
+         "detail": cpu_why or f"C (quant_cpu.c: quantize_tensor; accum_cpu.c: emulated_matmul) built by "
+                              f"{compiler(False)}, cached in {cache_dir()}"},
+        {"backend": "native CUDA", "available": cuda_why is None,
+         "detail": cuda_why or f"CUDA (accum_cuda.cu: emulated_matmul) built by {compiler(True)}, cached in "
+                               f"{cache_dir()}"},
+    ]
 
 
 class FormatC(ctypes.Structure):

@@ -41,6 +41,9 @@ import torch
 
 from .formats import FloatFormat, get_format
 
+TORCH_FLOAT8: dict[str, torch.dtype] = {   # formats torch has a dtype for (its casts are RNE: tested)
+    "e4m3fn": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2, "e4m3fnuz": torch.float8_e4m3fnuz,
+    "e5m2fnuz": torch.float8_e5m2fnuz}
 ROUNDINGS: tuple[str, ...] = ("rne", "rna", "rtz", "rup", "rdown", "rto", "stochastic")
 _ROUNDING_ALIASES = {
     "nearest": "rne", "nearest_even": "rne", "even": "rne", "rn": "rne",
@@ -355,6 +358,16 @@ def _decode_table(fmt: FloatFormat, device: torch.device) -> torch.Tensor:
     return _decode_arith(torch.arange(1 << fmt.bits, dtype=torch.int64), fmt).to(decode_dtype(fmt)).to(device)
 
 
+@functools.lru_cache(maxsize=64)
+def _table_nans(fmt: FloatFormat, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoded NaN of an 8-bit format's codes below 0x80 and of those from 0x80 (each half decodes
+    all its NaN codes to one value; tests/test_rounding.py checks every code)."""
+    table = _decode_table(fmt, device)
+    codes = torch.isnan(table).nonzero().flatten()
+    lo, hi = codes[codes < 0x80], codes[codes >= 0x80]
+    return table[(lo if lo.numel() else hi)[0]], table[(hi if hi.numel() else lo)[0]]
+
+
 def decode(codes: Any, fmt: FloatFormat | str) -> Any:
     """Values of integer ``codes`` in ``fmt``: float32 (float64 when the format needs it).
 
@@ -368,6 +381,13 @@ def decode(codes: Any, fmt: FloatFormat | str) -> Any:
         raise TypeError(f"decode needs a torch tensor or numpy array of codes, got {type(codes).__name__}")
     if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
         raise TypeError(f"decode needs integer codes, got {c.dtype}")
+    if c.dtype == torch.uint8 and fmt.name in TORCH_FLOAT8:   # every uint8 is a code: torch's exact widening
+        out = c.view(TORCH_FLOAT8[fmt.name]).float()
+        nan_pos, nan_neg = _table_nans(fmt, c.device)          # NaN codes: the table's NaN bits, not torch's
+        out = torch.where(torch.isnan(out), torch.where(c >= 0x80, nan_neg, nan_pos), out)
+        return _finish_decode(out, was_numpy)
+    if c.dtype == torch.uint8 and fmt.bits == 8:               # every uint8 is a code: no range check
+        return _finish_decode(torch.take(_decode_table(fmt, c.device), c.long()), was_numpy)
     c = c.to(torch.int64)
     if c.numel() and bool(((c < 0) | (c >= (1 << fmt.bits))).any()):
         bad = c[(c < 0) | (c >= (1 << fmt.bits))][0].item()
@@ -376,6 +396,10 @@ def decode(codes: Any, fmt: FloatFormat | str) -> Any:
         out = _decode_table(fmt, c.device)[c]
     else:
         out = _decode_arith(c, fmt).to(decode_dtype(fmt))
+    return _finish_decode(out, was_numpy)
+
+
+def _finish_decode(out: torch.Tensor, was_numpy: bool) -> Any:
     return out.numpy() if was_numpy else out
 
 

@@ -44,12 +44,14 @@ from typing import Any, Literal
 import torch
 
 from .formats import E8M0, FloatFormat, get_format
-from .rounding import (BACKENDS, _encode_core, add_round_to_odd, compiled, decode, encode, floor_log2, pow2,
+from .rounding import (BACKENDS, TORCH_FLOAT8, _encode_core, add_round_to_odd, compiled, decode, encode, floor_log2, pow2,
                        round_values)
 
 SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
 MX_RULES = ("floor", "ceil", "even", "rceil")
 NONFINITE = ("element", "tile_nan")
+QUANTIZE_TENSOR_BACKENDS = ("auto", *BACKENDS, "native")
+AUTO_NATIVE_MIN_NUMEL = 1 << 16     # below this, backend="auto" stays eager: no build for a small tensor
 _F32_MAX = torch.finfo(torch.float32).max
 _F32_TINY = torch.finfo(torch.float32).tiny        # 2^-126
 
@@ -171,9 +173,20 @@ class QuantizedTensor:
         return decode(self.codes, self.fmt)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """value(code) * scale in the original shape: computed exactly in float64, rounded once to ``dtype``."""
+        """value(code) * scale in the original shape, the exact product rounded once to ``dtype``.
+
+        For float32 out of float32 values and scales, one IEEE float32 multiply per element (it is
+        correctly rounded: the same bits as the exact product rounded once), broadcast over the tiles;
+        otherwise the product is formed exactly in float64 and rounded once to ``dtype``.
+        """
+        vals = self.values()
+        if dtype == torch.float32 and vals.dtype == torch.float32:
+            t = _tiles(vals, self.tile)
+            out = t * self.scales[:, None, :, None]
+            R, C = self.codes.shape
+            return out.reshape(t.shape[0] * t.shape[1], -1)[:R, :C].reshape(self.shape)
         sf = _expand(self.scales.double(), self.tile, tuple(self.codes.shape))
-        return (self.values().double() * sf).to(dtype).reshape(self.shape)
+        return (vals.double() * sf).to(dtype).reshape(self.shape)
 
     def nbytes(self, packed: bool = True) -> int:
         """Bytes on the wire: codes (packed for sub-byte formats) plus scales (1 byte for E8M0, else 4)."""
@@ -274,8 +287,14 @@ def _tile_scales(t: torch.Tensor, cfg: ScalingConfig, delayed_mult: float | None
 
 
 def _scaled(t: torch.Tensor, sf: torch.Tensor, mult: torch.Tensor, cfg: ScalingConfig) -> torch.Tensor:
-    """The values that are cast, computed as ``cfg.scale_op`` says (float32; float64 for MX, exact)."""
+    """The values that are cast, computed as ``cfg.scale_op`` says (float32). MX divides by a power of two:
+    exact in float32 wherever the quotient is a normal float32; a quotient below 2^-126 rounds to zero
+    in any element format whose smallest subnormal is >= 2^-125, so float32 serves those (every MX
+    element format); other formats divide in float64, exactly."""
     if cfg.scale_format == "e8m0":
+        f = cfg.format
+        if f.emin - f.mbits >= -125:
+            return t / sf[:, None, :, None]
         return t.double() / sf[:, None, :, None].double()
     if cfg.scale_op == "div":
         return t / sf[:, None, :, None]
@@ -284,13 +303,15 @@ def _scaled(t: torch.Tensor, sf: torch.Tensor, mult: torch.Tensor, cfg: ScalingC
 
 # ---- the public API -------------------------------------------------------------------------------
 def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig | str", role: str = "activation", *,
-                    history: AmaxHistory | None = None, backend: str = "eager", **overrides: Any) -> QuantizedTensor:
+                    history: AmaxHistory | None = None, backend: str = "auto", **overrides: Any) -> QuantizedTensor:
     """Quantise ``x`` with a recipe (name or ``Recipe``; ``role`` picks its config) or a ``ScalingConfig``.
 
     ``overrides`` replace config fields (e.g. ``tile=(1, 64)``, ``scale_op="div"``). Delayed scaling
-    needs ``history`` (an ``AmaxHistory``), which is updated. ``backend="compiled"`` fuses the work
-    with torch.compile, ``backend="native"`` runs ``cuda_ext/quant_cpu.c`` (current scaling, float32
-    scales, <= 8-bit formats: see ``native_unsupported``); the same bits either way.
+    needs ``history`` (an ``AmaxHistory``), which is updated. ``backend``: ``"eager"`` (torch, op by
+    op), ``"compiled"`` (the same work fused by torch.compile), ``"native"`` (``cuda_ext/quant_cpu.c``:
+    current scaling, float32 scales, <= 8-bit formats, CPU: see ``native_unsupported``) or ``"auto"``
+    (native when it covers the call and ``x`` has at least ``AUTO_NATIVE_MIN_NUMEL`` elements, else
+    eager; never compiled); the same bits either way.
     """
     cfg = _resolve_config(recipe_or_scaling, role, overrides)
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
@@ -298,9 +319,12 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
     if cfg.amax_source == "delayed" and history is None:
         raise ValueError("delayed scaling needs history=AmaxHistory(...)")
-    if backend not in (*BACKENDS, "native"):
-        raise ValueError(f"unknown backend {backend!r}; expected one of {(*BACKENDS, 'native')}")
-    if backend == "native" and (why := native_unsupported(cfg, x.device)):
+    if backend not in QUANTIZE_TENSOR_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {QUANTIZE_TENSOR_BACKENDS}")
+    if backend == "auto":
+        big = x.numel() >= AUTO_NATIVE_MIN_NUMEL
+        backend = "native" if big and native_unsupported(cfg, x.device) is None else "eager"
+    elif backend == "native" and (why := native_unsupported(cfg, x.device)):
         raise ValueError(why)
     x2 = _as_2d(x).to(torch.float32)
     tile = _resolve_tile(cfg.tile, tuple(x2.shape))
@@ -321,17 +345,19 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
 
 
 def native_unsupported(cfg: ScalingConfig, device: torch.device) -> str | None:
-    """Why ``backend="native"`` (``cuda_ext/quant_cpu.c``) cannot quantise with ``cfg`` here, or None."""
-    from .native import compiler
+    """Why ``backend="native"`` (``cuda_ext/quant_cpu.c``) cannot quantise with ``cfg`` here, or None.
+    The configuration is checked first; then the native CPU build (made on first use; when it cannot be
+    made, ``lowprec.native.native_status`` warns once with the compiler's message)."""
+    from .native import native_status
 
     f = cfg.format
-    if device.type != "cpu" or compiler(False) is None:
-        return "the native scaling backend runs on CPU tensors and needs a C compiler"
+    if device.type != "cpu":
+        return f"the native scaling backend runs on CPU tensors, not {device.type}"
     if cfg.scale_format != "fp32" or cfg.amax_source != "current":
         return "the native scaling backend covers current scaling with float32 scales (not MX or delayed)"
     if f.bits > 8 or not (f.subnormals and f.has_zero) or f.emin < -126:
         return f"the native scaling backend covers <= 8-bit element formats with subnormals, not {f.name}"
-    return None
+    return native_status(False)
 
 
 def _native_quantize(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,14 +388,34 @@ def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], 
     t = _tiles(x2, tile)
     sf, mult, nan_tile = _tile_scales(t, cfg, delayed_mult)
     y = _scaled(t, sf, mult, cfg)
-    codes = _encode_core(torch.where(torch.isfinite(y), y, 0.0), fmt, "rne", True, None, 32)
+    codes = _cast_rne_saturated(torch.where(torch.isfinite(y), y, 0.0), fmt)
     if fmt.has_nan:  # non-finite elements are cast unsaturated: NaN -> NaN, Inf -> Inf or NaN
         finite = torch.isfinite(t)
-        codes = torch.where(finite, codes, _encode_core(torch.where(finite, 0.0, t), fmt, "rne", False, None, 32))
+        codes = torch.where(finite, codes, _nonfinite_codes(t, fmt))
     codes = codes.reshape(t.shape[0] * tile[0], t.shape[2] * tile[1])
     if tuple(codes.shape) != tuple(x2.shape):
         codes = codes[: x2.shape[0], : x2.shape[1]].contiguous()
     return codes, torch.where(nan_tile, torch.nan, sf)
+
+
+def _cast_rne_saturated(y: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """Codes of finite ``y``, RNE with saturation. For float32 ``y`` and a format torch has, torch's own cast
+    of the clamped values (RNE, the same bits as ``encode``: tests/test_rounding.py proves it on a
+    million values per format); otherwise the lab's encoder. (torch casts float64 through float32, a
+    double rounding, so float64 always takes the encoder.)"""
+    tdtype = TORCH_FLOAT8.get(fmt.name)
+    if tdtype is None or y.dtype != torch.float32:
+        return _encode_core(y, fmt, "rne", True, None, 32)
+    return torch.clamp(y, -fmt.max, fmt.max).to(tdtype).view(torch.uint8)
+
+
+def _nonfinite_codes(t: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """The unsaturated RNE codes of +-NaN and +-Inf (from the encoder, four values), selected for each
+    non-finite element of ``t``; finite elements get an arbitrary code (the caller masks them)."""
+    special = torch.tensor([math.nan, -math.nan, math.inf, -math.inf], dtype=torch.float32, device=t.device)
+    c = _encode_core(special, fmt, "rne", False, None, 32)
+    nan_code = torch.where(torch.signbit(t), c[1], c[0])
+    return torch.where(torch.isnan(t), nan_code, torch.where(t > 0, c[2], c[3]))
 
 
 def _resolve_config(recipe_or_scaling: Any, role: str, overrides: dict[str, Any]) -> ScalingConfig:
@@ -467,7 +513,7 @@ def _k_block(a_q: QuantizedTensor, b_q: QuantizedTensor, K: int) -> int:
 
 
 def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.dtype = torch.float32, *,
-                  accumulator: Any = "fp32", allow_mixed: bool = False) -> torch.Tensor:
+                  accumulator: Any = "fp32", allow_mixed: bool = False, backend: str = "auto") -> torch.Tensor:
     """``dequant(a) @ dequant(b)`` the way fine-grained FP8 GEMMs compute it (DeepGEMM).
 
     For each K block (the K tile): ``partial = values(a_blk) @ values(b_blk)`` accumulated by
@@ -475,9 +521,10 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
     ``"fp32"`` (exact sum rounded once to float32), or an ``AccumulatorModel``/preset name (emulated
     bit for bit); then ``out = fma_fp32(scale_a * scale_b, partial, out)`` with ``scale_a * scale_b``
     rounded to float32 first (one fused multiply-add, emulated exactly). With ``"exact"`` nothing is
-    rounded before ``out_dtype``. ``a`` is (M, K), ``b`` (K, N).
+    rounded before ``out_dtype``. ``a`` is (M, K), ``b`` (K, N). ``backend`` runs the accumulator model's
+    ``emulated_matmul`` (``"auto"``: native where it covers the model, else eager; the same bits).
     """
-    from .accum import emulated_matmul, get_accumulator
+    from .accum import emulated_matmul, get_accumulator, native_unsupported as accum_native_unsupported
 
     for q, nm in ((a_q, "a_q"), (b_q, "b_q")):
         if not isinstance(q, QuantizedTensor) or q.codes.dim() != 2 or len(q.shape) != 2:
@@ -490,6 +537,10 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
     if a_q.config.scale_format != b_q.config.scale_format:
         raise ValueError("a and b use different scale formats (e8m0 vs fp32)")
     model = None if accumulator in ("exact", "fp32") else get_accumulator(accumulator)
+    if backend not in ("auto", *BACKENDS, "native"):
+        raise ValueError(f"unknown backend {backend!r}; expected one of {('auto', *BACKENDS, 'native')}")
+    if model is not None and backend == "auto":
+        backend = "native" if accum_native_unsupported(model, a_q.codes.device) is None else "eager"
     kb = _k_block(a_q, b_q, K)
     av, bv = a_q.values().double(), b_q.values().double()
     sa = _expand(a_q.scales, (a_q.tile[0], 1), (M, a_q.scales.shape[1]))          # (M, K / ka)
@@ -502,7 +553,8 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
             if accumulator == "fp32":
                 partial = partial.float().double()
         else:
-            partial = emulated_matmul(av[:, blk].float(), bv[blk].float(), model, check_inputs=False).double()
+            partial = emulated_matmul(av[:, blk].float(), bv[blk].float(), model, check_inputs=False,
+                                      backend=backend).double()
         s = sa[:, k0 // a_q.tile[1]][:, None].double() * sb[k0 // b_q.tile[0]][None, :].double()
         if accumulator != "exact":
             s = s.float().double()                             # scale_a * scale_b in float32, as DeepGEMM

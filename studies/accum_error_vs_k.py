@@ -1,7 +1,8 @@
 """FP8 GEMM error vs K under the Hopper-style accumulator, with and without FP32 promotion.
 
 The study lives in ``lowprec.lab.accum_vs_k`` (so ``lowprec lab`` can run it); this is its script.
-Usage: python studies/accum_error_vs_k.py [--out reports] [--quick] [--backend eager|compiled]
+Results go to a results store under --out (default lowprec_runs/, git-ignored): a re-run reuses every
+point whose full configuration is unchanged and computes the rest. See --help for the parameters.
 """
 
 from lowprec.lab.accum_vs_k import main

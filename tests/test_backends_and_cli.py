@@ -36,3 +36,9 @@ def test_lab_writes_its_report_and_resumes(capsys, tmp_path):
     assert main(["lab", "--out", str(tmp_path)]) == 0           # resumes: nothing recomputed or duplicated
     assert "K=" not in capsys.readouterr().out
     assert (tmp_path / "accum_error_vs_k.csv").read_text().count("\n") == rows
+
+
+def test_backends_command_lists_every_backend(capsys):
+    assert main(["backends"]) == 0
+    names = [line[:12].strip() for line in capsys.readouterr().out.splitlines() if line[:1].strip()]
+    assert names == ["eager", "compiled", "native CPU", "native CUDA"]

@@ -44,6 +44,16 @@ def test_every_code_decodes_as_gfloat_says(fmt):
     assert same_bits(ours, ref).all()
 
 
+@pytest.mark.parametrize("fmt", [f for f in SMALL if f.bits == 8], ids=_ids([f for f in SMALL if f.bits == 8]))
+def test_uint8_codes_decode_as_gfloat_says(fmt):
+    """uint8 codes take the fast paths (torch's float8 widening, NaNs from the table): every code, every bit."""
+    ours = lp.decode(all_codes(fmt).to(torch.uint8), fmt).double().numpy()
+    ref = gfloat.decode_ndarray(gfloat_format(fmt), np.arange(1 << fmt.bits))
+    assert same_bits(ours, ref).all()
+    fast, table = lp.decode(all_codes(fmt).to(torch.uint8), fmt), lp.decode(all_codes(fmt), fmt)
+    assert torch.equal(fast.view(torch.int32), table.view(torch.int32))     # NaN bit patterns included
+
+
 @pytest.mark.parametrize("name", sorted(set(ML_DTYPES) & {f.name for f in SMALL}))
 def test_every_code_decodes_as_ml_dtypes_says(name):
     fmt = lp.get_format(name)
