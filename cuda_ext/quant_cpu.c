@@ -23,8 +23,11 @@ static inline float lp_pow2_down(float m) {
     uint32_t b; memcpy(&b, &m, 4); b &= 0xFF800000u; float r; memcpy(&r, &b, 4); return r;
 }
 
+/* codes and per-tile scales of x; when deq is not NULL also the dequantised values deq = table[code] * scale
+ * (one float32 multiply, correctly rounded: QuantizedTensor.dequantize's bits; table = the format's decode
+ * table, 256 floats; NaN tiles have a NaN scale, so their values are NaN). */
 void lp_quantize_tiles(const float *x, int64_t R, int64_t C, const lp_format *fmt, const lp_scaling *s,
-                       uint8_t *codes, float *scales) {
+                       uint8_t *codes, float *scales, const float *table, float *deq) {
     const int64_t nr = (R + s->tr - 1) / s->tr, nc = (C + s->tc - 1) / s->tc;
     #pragma omp parallel for schedule(static) collapse(2)
     for (int64_t i = 0; i < nr; i++) {
@@ -69,6 +72,11 @@ void lp_quantize_tiles(const float *x, int64_t R, int64_t C, const lp_format *fm
                                                              (the tile's scale is NaN then) */
                     for (int64_t c = c0; c < c1; c++)
                         if (!isfinite(xr[c])) cr[c] = f.has_nan ? (uint8_t)lp_encode_f32(xr[c], &f, LP_RNE, 0) : 0u;
+                if (deq) {
+                    const float so = scales[i * nc + j];
+                    float *dr = deq + r * C;
+                    for (int64_t c = c0; c < c1; c++) dr[c] = table[cr[c]] * so;
+                }
             }
         }
     }

@@ -16,9 +16,9 @@ from .accum import AccumulatorModel, emulated_matmul, get_accumulator, list_accu
 __all__ += ["AccumulatorModel", "get_accumulator", "list_accumulators", "emulated_matmul", "reference_dot"]
 
 from .scaling import (  # noqa: E402
-    AmaxHistory, QuantizedTensor, Recipe, ScalingConfig, get_recipe, list_recipes, quantize_tensor, register_recipe,
-    scaled_matmul,
+    AmaxHistory, QuantizedTensor, Recipe, ScalingConfig, fake_quantize, get_recipe, list_recipes, quantize_tensor,
+    register_recipe, scaled_matmul,
 )
 
-__all__ += ["ScalingConfig", "AmaxHistory", "QuantizedTensor", "Recipe", "quantize_tensor", "get_recipe",
-            "list_recipes", "register_recipe", "scaled_matmul"]
+__all__ += ["ScalingConfig", "AmaxHistory", "QuantizedTensor", "Recipe", "quantize_tensor", "fake_quantize",
+            "get_recipe", "list_recipes", "register_recipe", "scaled_matmul"]

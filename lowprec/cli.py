@@ -1,4 +1,5 @@
-"""The ``lowprec`` command: ``lowprec lab`` runs the lab's main job on its embedded default data."""
+"""The ``lowprec`` command: ``lowprec lab`` runs every study and writes a report; ``lowprec report RUN``
+re-renders one from the results store; ``lowprec backends`` says which backends run here."""
 
 from __future__ import annotations
 
@@ -6,55 +7,22 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-import torch
-
-from .formats import list_formats
-from .rounding import quantize
-
-
-def format_table() -> pd.DataFrame:
-    """One row per registered format with its defining fields and derived range."""
-    rows = [{"format": f.name, "bits": f.bits, "e": f.ebits, "m": f.mbits, "bias": f.bias, "specials": f.special,
-             "max": f.max, "min_normal": f.min_normal, "min_subnormal": f.min_subnormal,
-             "aliases": ", ".join(f.aliases[:3])} for f in list_formats()]
-    return pd.DataFrame(rows)
-
-
-def error_summary(n: int = 1 << 16, seed: int = 0) -> pd.DataFrame:
-    """Relative RMS error of unscaled casts of N(0,1) and Student-t(3) samples, per format and rounding."""
-    g = torch.Generator().manual_seed(seed)
-    data = {"normal": torch.randn(n, generator=g),
-            "student_t3": torch.distributions.StudentT(3.0).sample((n,))}
-    rows = []
-    for f in list_formats():
-        if not f.signed:
-            continue
-        for dist, x in data.items():
-            for rounding in ("rne", "rtz", "stochastic"):
-                q = quantize(x, f, rounding, saturate=True, generator=g, out_dtype=torch.float64)
-                err = (q - x.double()).norm() / x.double().norm()
-                rows.append({"format": f.name, "data": dist, "rounding": rounding, "rel_rms_error": float(err)})
-    return pd.DataFrame(rows).pivot_table(index="format", columns=["data", "rounding"], values="rel_rms_error",
-                                          sort=False)
+from . import __version__
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from .lab import accum_vs_k, comm
+    from .lab.runner import LabParams, run_lab
 
-    pd.set_option("display.width", 200)
-    pd.set_option("display.max_columns", 20)
-    args.out.mkdir(parents=True, exist_ok=True)
-    print("== formats ==")
-    table = format_table()
-    table.to_csv(args.out / "formats.csv", index=False)
-    print(table.to_string(index=False))
-    print("\n== relative RMS error of a plain cast (no scaling), 64k samples ==")
-    print(error_summary().to_string(float_format=lambda v: f"{v:.2e}"))
-    print("\n== FP8 GEMM error vs K by accumulator model (quick: 16 x 16 outputs, K <= 4096) ==")
-    accum_vs_k.main(["--quick", "--backend", "eager", "--out", str(args.out)])
-    print("\n== MoE dispatch / combine formats (synthetic heavy-tailed activations) ==")
-    comm.main(["--out", str(args.out), "--tokens", "64"])
+    studies = {"training": {"steps": args.steps}} if args.steps else {}
+    run_lab(args.out, LabParams(full=args.full, seed=args.seed, jobs=args.jobs, dask=args.dask, studies=studies),
+            run_id=args.run_id, progress=args.progress)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .lab.runner import rebuild_report
+
+    rebuild_report(args.run, progress=args.progress)
     return 0
 
 
@@ -76,16 +44,40 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lowprec", description=__doc__)
     sub = ap.add_subparsers(dest="cmd")
-    lab = sub.add_parser("lab", help="run the lab's main job on its embedded default data")
-    lab.add_argument("--out", type=Path, default=Path("reports/lab"), help="where tables and plots go")
+    ap.add_argument("--version", action="version", version=f"lowprec {__version__}")
+    lab = sub.add_parser("lab", help="run every study (quick by default) and write reports/<run-id>/report.html",
+                         description=runner_doc())
+    lab.add_argument("--full", action="store_true", help="the long versions (hours on 2 cores)")
+    lab.add_argument("--out", type=Path, default=Path("reports"),
+                     help="results store, training runs and <run-id>/ report directories (default: %(default)s)")
+    lab.add_argument("--run-id", help="name of the report directory (default: timestamp-mode-seed)")
+    lab.add_argument("--seed", type=int, default=0, help="seed of the training runs and synthetic data")
+    lab.add_argument("--steps", type=int, help="training steps per recipe (quick: 150)")
+    lab.add_argument("--jobs", type=int, default=1, help="worker processes per study (default: %(default)s)")
+    lab.add_argument("--dask", metavar="ADDRESS", help="run study points on a Dask scheduler, or 'local'")
+    lab.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     lab.set_defaults(func=cmd_lab)
+    report = sub.add_parser("report", help="rebuild the report of an earlier lab run from the results store")
+    report.add_argument("run", type=Path, help="the run directory, e.g. reports/20261124-101500-quick-seed0")
+    report.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    report.set_defaults(func=cmd_report)
     backends = sub.add_parser("backends", help="say which backends (eager, compiled, native CPU/CUDA) run here, "
                                                "and why not (builds the native ones on first use)")
     backends.set_defaults(func=cmd_backends)
     args = ap.parse_args(argv)
     if args.cmd is None:
         args = ap.parse_args(["lab", *(argv or [])])
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, ConnectionError) as exc:     # bad input: the message, not a traceback
+        print(f"lowprec {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def runner_doc() -> str:
+    from .lab import runner
+
+    return runner.__doc__ or ""
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ import torch
 from .accum import emulated_matmul, get_accumulator
 from .formats import get_format
 from .rounding import quantize
-from .scaling import AmaxHistory, QuantizedTensor, Recipe, ScalingConfig, get_recipe, quantize_tensor, scaled_matmul
+from .scaling import (AmaxHistory, QuantizedTensor, Recipe, ScalingConfig, fake_quantize, get_recipe, quantize_tensor,
+                      scaled_matmul)
 
 FLOAT32 = "float32"
 
@@ -80,7 +81,7 @@ class ScaledRecipe:
         if not isinstance(self.scaling, Recipe):
             raise TypeError(f"scaling must be a lowprec Recipe, got {type(self.scaling).__name__}")
         _check_accumulator(self.accumulator)
-        for role in ("activation", "grad"):
+        for role in ("activation", "weight", "grad"):
             cfg = self.scaling.config(role)
             if cfg.amax_source == "delayed" and _transposed(cfg.tile) != cfg.tile:
                 raise ValueError(f"recipe {self.name}: delayed scaling of the {role} needs a tile equal to its "
@@ -229,8 +230,10 @@ class _Operands:
         cfg = r.scaling.config(role)
         if transpose_tile:
             cfg = replace(cfg, tile=_transposed(cfg.tile))
-        q = quantize_tensor(t, cfg, history=self.state.history(role, cfg), backend=self.backend)
-        return q if r.accumulator != FLOAT32 else q.dequantize()
+        history = self.state.history(role, cfg)
+        if r.accumulator == FLOAT32:                  # only the dequantised values are needed: one fused pass
+            return fake_quantize(t, cfg, history=history, backend=self.backend)
+        return quantize_tensor(t, cfg, history=history, backend=self.backend)
 
     def gemm(self, a: Any, b: Any) -> torch.Tensor:
         """``A @ B`` for what ``_quantize`` returned: float32 matmul, or the model's bit-faithful GEMM."""

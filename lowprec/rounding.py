@@ -383,8 +383,10 @@ def decode(codes: Any, fmt: FloatFormat | str) -> Any:
         raise TypeError(f"decode needs integer codes, got {c.dtype}")
     if c.dtype == torch.uint8 and fmt.name in TORCH_FLOAT8:   # every uint8 is a code: torch's exact widening
         out = c.view(TORCH_FLOAT8[fmt.name]).float()
-        nan_pos, nan_neg = _table_nans(fmt, c.device)          # NaN codes: the table's NaN bits, not torch's
-        out = torch.where(torch.isnan(out), torch.where(c >= 0x80, nan_neg, nan_pos), out)
+        nan = torch.isnan(out)
+        if bool(nan.any()):                                    # NaN codes: the table's NaN bits, not torch's
+            nan_pos, nan_neg = _table_nans(fmt, c.device)
+            out = torch.where(nan, torch.where(c >= 0x80, nan_neg, nan_pos), out)
         return _finish_decode(out, was_numpy)
     if c.dtype == torch.uint8 and fmt.bits == 8:               # every uint8 is a code: no range check
         return _finish_decode(torch.take(_decode_table(fmt, c.device), c.long()), was_numpy)

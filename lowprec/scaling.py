@@ -37,6 +37,7 @@ Conventions (one mechanism for every recipe)
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -313,6 +314,33 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
     (native when it covers the call and ``x`` has at least ``AUTO_NATIVE_MIN_NUMEL`` elements, else
     eager; never compiled); the same bits either way.
     """
+    cfg, x2, tile, backend, delayed_mult = _prepare_quantize(x, recipe_or_scaling, role, history, backend, overrides)
+    if backend == "native":
+        codes, sf, _ = _native_quantize(x2, cfg, tile, dequantized=False)
+    else:
+        core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
+        codes, sf = core(x2, cfg, tile, delayed_mult)
+    return QuantizedTensor(codes, sf, cfg, tuple(x.shape))
+
+
+def fake_quantize(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig | str", role: str = "activation", *,
+                  history: AmaxHistory | None = None, backend: str = "auto", **overrides: Any) -> torch.Tensor:
+    """``quantize_tensor(x, ...).dequantize()`` (float32, ``x``'s shape), bit for bit; the native backend
+    writes the dequantised values in the same pass as the codes (what quantised training needs)."""
+    cfg, x2, tile, backend, delayed_mult = _prepare_quantize(x, recipe_or_scaling, role, history, backend, overrides)
+    if backend == "native":
+        _, _, deq = _native_quantize(x2, cfg, tile, dequantized=True)
+        assert deq is not None
+        return deq.reshape(x.shape)
+    core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
+    return QuantizedTensor(*core(x2, cfg, tile, delayed_mult), cfg, tuple(x.shape)).dequantize()
+
+
+def _prepare_quantize(x: torch.Tensor, recipe_or_scaling: Any, role: str, history: AmaxHistory | None, backend: str,
+                      overrides: dict[str, Any]) -> tuple[ScalingConfig, torch.Tensor, tuple[int, int], str,
+                                                          float | None]:
+    """Validate a quantisation request (before any work) and resolve its config, 2-D view, tile, backend and
+    delayed multiplier (pushing this step's amax into the history)."""
     cfg = _resolve_config(recipe_or_scaling, role, overrides)
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
         raise TypeError(f"quantize_tensor needs a floating-point torch tensor, got "
@@ -336,12 +364,7 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
         assert history is not None
         delayed_mult = history.update_scale(cfg.format.max, cfg.margin)
         history.push(float(torch.where(torch.isfinite(x2), x2.abs(), 0.0).max()) if x2.numel() else 0.0)
-    if backend == "native":
-        codes, sf = _native_quantize(x2, cfg, tile)
-    else:
-        core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
-        codes, sf = core(x2, cfg, tile, delayed_mult)
-    return QuantizedTensor(codes, sf, cfg, tuple(x.shape))
+    return cfg, x2, tile, backend, delayed_mult
 
 
 def native_unsupported(cfg: ScalingConfig, device: torch.device) -> str | None:
@@ -360,8 +383,10 @@ def native_unsupported(cfg: ScalingConfig, device: torch.device) -> str | None:
     return native_status(False)
 
 
-def _native_quantize(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_quantize_core`` by ``cuda_ext/quant_cpu.c`` (same bits; tested against the torch path)."""
+def _native_quantize(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], dequantized: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``_quantize_core`` by ``cuda_ext/quant_cpu.c`` (same bits; tested against the torch path), and the
+    dequantised values when asked."""
     import ctypes
 
     from .native import ScalingC, format_struct, library
@@ -374,10 +399,20 @@ def _native_quantize(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int]
     sc = ScalingC(tile[0], tile[1], SCALE_OPS.index(cfg.scale_op), int(cfg.pow2), int(cfg.nonfinite == "tile_nan"),
                   target, cfg.amax_floor)
     ptr = ctypes.c_void_p
+    deq = torch.empty(R, C, dtype=torch.float32) if dequantized else None
+    table = _decode_table_f32(cfg.format) if dequantized else None
     library("quant_cpu").lp_quantize_tiles(ptr(x2.data_ptr()), ctypes.c_int64(R), ctypes.c_int64(C),
                                            ctypes.byref(format_struct(cfg.format)), ctypes.byref(sc),
-                                           ptr(codes.data_ptr()), ptr(sf.data_ptr()))
-    return codes, sf
+                                           ptr(codes.data_ptr()), ptr(sf.data_ptr()),
+                                           ptr(table.data_ptr() if table is not None else None),
+                                           ptr(deq.data_ptr() if deq is not None else None))
+    return codes, sf, deq
+
+
+@functools.lru_cache(maxsize=32)
+def _decode_table_f32(fmt: FloatFormat) -> torch.Tensor:
+    """value(code) of every code of an 8-bit-or-narrower format, float32 (decode's bits), 256 entries."""
+    return decode(torch.arange(256, dtype=torch.int64) % (1 << fmt.bits), fmt).to(torch.float32).contiguous()
 
 
 def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], delayed_mult: float | None

@@ -398,3 +398,22 @@ def test_native_scaling_refuses_what_it_does_not_cover():
         lp.quantize_tensor(rand(4, 64), "mxfp8", backend="native")
     with pytest.raises(ValueError, match="native scaling backend"):
         lp.quantize_tensor(rand(4, 64), "deepseek_v3", backend="native", fmt="bf16")
+
+
+# ---- fake_quantize: quantize_tensor(...).dequantize() in one pass ---------------------------------
+@pytest.mark.parametrize("recipe,role", [("deepseek_v3", "activation"), ("deepseek_v3", "weight"),
+                                         ("te_current", "grad"), ("rowwise", "weight"), ("mxfp8", "activation")])
+@pytest.mark.parametrize("backend", ["eager", "native"])
+def test_fake_quantize_is_dequantize_of_quantize_tensor(recipe, role, backend):
+    """Every element's bits (NaN/Inf tiles, subnormal amaxes, ragged tiles) equal the two-step path's."""
+    cfg = lp.get_recipe(recipe).config(role)
+    if backend == "native" and lp.scaling.native_unsupported(cfg, torch.device("cpu")):
+        pytest.skip("the native backend does not cover this config")
+    x = rand(130, 300, seed=5)
+    x[3, 7], x[50, 200], x[129, 0] = math.nan, math.inf, -math.inf
+    x[60:61, :128] *= 1e-40                                    # a tile of float32 subnormals
+    ref = lp.quantize_tensor(x, cfg, backend="eager").dequantize()
+    got = lp.fake_quantize(x, cfg, backend=backend)
+    assert got.shape == x.shape
+    assert torch.equal(got.view(torch.int32)[~ref.isnan()], ref.view(torch.int32)[~ref.isnan()])
+    assert torch.equal(got.isnan(), ref.isnan())

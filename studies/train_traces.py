@@ -1,0 +1,9 @@
+"""Train the small MoE transformer under every recipe on the standard library, write loss curves and a GEMM trace.
+
+Usage: python studies/train_traces.py --help   (the lab's `lowprec lab` runs it with its quick defaults)
+"""
+
+from lowprec.lab.training import main
+
+if __name__ == "__main__":
+    main()
