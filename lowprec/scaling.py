@@ -254,12 +254,11 @@ def _mx_exponent(amax: torch.Tensor, cfg: ScalingConfig) -> torch.Tensor:
     return torch.where(pos, torch.clamp(e, -127, 127), torch.full_like(e, -127))
 
 
-def _tile_scales(t: torch.Tensor, cfg: ScalingConfig, delayed_mult: float | None
+def _tile_scales(t: torch.Tensor, finite: torch.Tensor, cfg: ScalingConfig, delayed_mult: float | None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per tile of ``t`` (float32, (nr, tr, nc, tc)): (sf, multiplier, nan_tile). The multiplier is what
-    ``mul_*`` scale ops multiply by (for ``div`` and MX it is unused)."""
+    """Per tile of ``t`` (float32, (nr, tr, nc, tc); ``finite`` = ``isfinite(t)``): (sf, multiplier, nan_tile).
+    The multiplier is what ``mul_*`` scale ops multiply by (for ``div`` and MX it is unused)."""
     f = cfg.format
-    finite = torch.isfinite(t)
     amax = torch.where(finite, t.abs(), 0.0).amax(dim=(1, 3))
     nan_tile = ~finite.all(dim=(1, 3)) if cfg.nonfinite == "tile_nan" else torch.zeros_like(amax, dtype=torch.bool)
     if cfg.scale_format == "e8m0":
@@ -421,12 +420,15 @@ def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], 
     with no data-dependent Python branches (so torch.compile can fuse it)."""
     fmt = cfg.format
     t = _tiles(x2, tile)
-    sf, mult, nan_tile = _tile_scales(t, cfg, delayed_mult)
+    finite = torch.isfinite(t)
+    sf, mult, nan_tile = _tile_scales(t, finite, cfg, delayed_mult)
     y = _scaled(t, sf, mult, cfg)
-    codes = _cast_rne_saturated(torch.where(torch.isfinite(y), y, 0.0), fmt)
-    if fmt.has_nan:  # non-finite elements are cast unsaturated: NaN -> NaN, Inf -> Inf or NaN
-        finite = torch.isfinite(t)
-        codes = torch.where(finite, codes, _nonfinite_codes(t, fmt))
+    # a NaN in y comes from a non-finite element (masked below); a scaled value that overflowed float32
+    # (delayed scaling) saturates like any other value above the format's max
+    codes = _cast_rne_saturated(torch.nan_to_num(y, nan=0.0, posinf=math.inf, neginf=-math.inf), fmt)
+    # non-finite elements are cast unsaturated (NaN -> NaN, Inf -> Inf or NaN), or are code 0 in a format
+    # without NaN (then nonfinite="tile_nan" is required and the tile's scale is NaN)
+    codes = torch.where(finite, codes, _nonfinite_codes(t, fmt) if fmt.has_nan else torch.zeros_like(codes))
     codes = codes.reshape(t.shape[0] * tile[0], t.shape[2] * tile[1])
     if tuple(codes.shape) != tuple(x2.shape):
         codes = codes[: x2.shape[0], : x2.shape[1]].contiguous()
@@ -437,9 +439,10 @@ def _cast_rne_saturated(y: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """Codes of finite ``y``, RNE with saturation. For float32 ``y`` and a format torch has, torch's own cast
     of the clamped values (RNE, the same bits as ``encode``: tests/test_rounding.py proves it on a
     million values per format); otherwise the lab's encoder. (torch casts float64 through float32, a
-    double rounding, so float64 always takes the encoder.)"""
+    double rounding, so float64 always takes the encoder; so does torch.compile, whose bit-cast of a float8
+    tensor lost the values of ragged tiles in torch 2.13.)"""
     tdtype = TORCH_FLOAT8.get(fmt.name)
-    if tdtype is None or y.dtype != torch.float32:
+    if tdtype is None or y.dtype != torch.float32 or torch.compiler.is_compiling():
         return _encode_core(y, fmt, "rne", True, None, 32)
     return torch.clamp(y, -fmt.max, fmt.max).to(tdtype).view(torch.uint8)
 

@@ -80,7 +80,7 @@ from lowprec.training.traces import TraceError  # noqa: E402
 from lowprec.training.trainer import TrainConfig, train  # noqa: E402
 
 TINY_MODEL = ModelConfig(d_model=128, n_layers=2, n_heads=2, n_experts=2, top_k=1, d_expert=128, d_shared=128)
-TRACE_RUN = {"ks": [128, 512, 4096], "m": 4, "n": 4, "models": ["hopper_fp8"], "dists": ["normal"],
+TRACE_RUN = {"ks": [128, 512, 2048], "m": 4, "n": 4, "models": ["hopper_fp8"], "dists": ["normal"],
              "backend": "eager", "progress": False}
 
 
@@ -95,7 +95,8 @@ def traces(tmp_path_factory):
 
 def test_trace_operands_are_the_recorded_wgrad_operands(traces):
     td = open_trace(traces[0])
-    cfg = {"dist": acc.TRACE_DIST, "K": 128, "M": 4, "N": 4, "seed": 0, "model": "hopper_fp8", "trace_sha256": td.sha256}
+    cfg = {"dist": acc.TRACE_DIST, "K": 128, "M": 4, "N": 4, "seed": 0, "model": "hopper_fp8",
+           "trace_sha256": td.sha256}
     a, b, used = acc.trace_operands(cfg, str(traces[0]))
     first = acc.wgrad_segments(td.index, 4, 4)[0]
     assert first["tokens"] == 128 and used == [f"{first['layer']}@2[:128]"]      # K <= tokens: one real Wgrad
@@ -116,7 +117,7 @@ def test_trace_points_are_labelled_and_reused_by_content_not_path(traces, tmp_pa
     with ResultStore(tmp_path / STORE_NAME) as store:
         res = acc.run(store, tmp_path / "out", trace=traces[0], **TRACE_RUN)
         out = capsys.readouterr().out
-        assert "leaves out K = 4096" in out                        # 2 layers x 6 GEMMs x 128 tokens < 4096
+        assert "leaves out K = 2048" in out                        # 2 layers x 6 GEMMs x 128 tokens < 2048
         df = res["frames"][acc.STUDY]
         tr = df[df["dist"] == acc.TRACE_DIST]
         assert sorted(tr["K"]) == [128, 512] and (tr["trace_sha256"] == open_trace(traces[0]).sha256).all()

@@ -86,7 +86,6 @@ def test_default_output_is_git_ignored():
 import shutil  # noqa: E402
 import sysconfig  # noqa: E402
 
-import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
 from lowprec.lab.common import open_trace  # noqa: E402
@@ -114,7 +113,8 @@ def test_trace_points_compute_are_labelled_and_reused_by_content_not_path(traces
         assert res["sweep"].computed == 2 * 2 * len(FEW)                  # stages x MoE layers x formats
         pooled, layers = res["frames"]["comm_formats_trace"], res["frames"]["comm_formats_trace_layers"]
         assert len(pooled) == 2 * len(FEW) and set(layers["layer"]) == {"layers.0.moe", "layers.1.moe"}
-        assert (layers["data"] == comm.TRACE_DATA_ID).all() and (layers["trace_sha256"] == open_trace(traces[0]).sha256).all()
+        assert (layers["data"] == comm.TRACE_DATA_ID).all()
+        assert (layers["trace_sha256"] == open_trace(traces[0]).sha256).all()
         assert "path" not in "".join(layers.columns) and str(traces[0]) not in layers.to_csv()
         bf16 = pooled[pooled["format"] == "bf16"]            # the recorded values are BF16: that cast is exact
         assert (bf16["snr_db"] == float("inf")).all() and (bf16["gemm_rel_err"] == 0).all()

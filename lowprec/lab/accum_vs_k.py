@@ -78,7 +78,7 @@ import lowprec as lp  # noqa: E402
 from ..report import Figure, Table  # noqa: E402
 from ..training.traces import TraceError  # noqa: E402
 from .common import (  # noqa: E402
-    DISTRIBUTIONS, STORE_NAME, StudyOutput, TraceData, load_checked_trace, open_trace, prepare_out_dir,
+    DISTRIBUTIONS, STORE_NAME, StudyOutput, load_checked_trace, open_trace, prepare_out_dir,
     resolve_params, study_parser,
 )
 from .store import ResultStore  # noqa: E402
@@ -197,8 +197,10 @@ def compute_point(config: Mapping[str, Any], backend: str = "eager", trace: str 
     err = c - exact
     scale = a.double().abs() @ b.double().abs()                 # exact: sums of E4M3 products fit float64
     ratio = torch.where(scale > 0, err / scale.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
-    return [{"norm_rel_err": (err.norm() / exact.norm()).item() if exact.norm() > 0 else 0.0 if err.norm() == 0
-             else math.inf, "max_err_over_abs_ab": ratio.abs().max().item(),
+    e_norm, x_norm = err.norm().item(), exact.norm().item()
+    # an all-zero product (possible on recorded operands that underflow in E4M3): 0 if C is exact too
+    norm_rel = e_norm / x_norm if x_norm > 0 else (0.0 if e_norm == 0 else math.inf)
+    return [{"norm_rel_err": norm_rel, "max_err_over_abs_ab": ratio.abs().max().item(),
              "mean_signed_err_over_abs_ab": ratio.mean().item()}]
 
 
@@ -256,11 +258,13 @@ def run(store: ResultStore, out_dir: Path, *, quick: bool = False, seed: int = 0
     trace_note = ""
     if td is not None:
         first = segs[0]
+        drawn = bool(trace_ks) and min(trace_ks) <= first["tokens"] < max(trace_ks)
+        line = " (gold dotted line)" if drawn else ""
         data.append(f"{TRACE_DIST}: Wgrad operands of the {td.label}, trace content sha256 {td.sha256[:12]}")
         trace_note = (f" {TRACE_DIST} (shaded panel): operands of the {td.label}, not synthetic: A = dy^T ({p['m']} "
                       f"output channels of the recorded output gradient x K tokens), B = x (K tokens x {p['n']} input "
                       f"channels of the recorded layer input), each tensor scaled per tensor (amax to 448) and cast to "
-                      f"E4M3. Up to K = {first['tokens']} (dotted line) it is one real Wgrad ({first['layer']}, its "
+                      f"E4M3. Up to K = {first['tokens']}{line} it is one real Wgrad ({first['layer']}, its "
                       f"first K tokens); beyond, the Wgrad operands of the next recorded GEMMs are appended along K "
                       f"(a sum of several layers' weight gradients standing for a larger batch)"
                       + (f"; the trace holds {total} Wgrad tokens, so K > {total} is left out." if len(trace_ks) <
@@ -301,7 +305,8 @@ def plot(df: pd.DataFrame, path: Path, trace_label: str | None = None, trace_sin
     ``trace_wgrad`` panels are shaded and titled with ``trace_label``; a dotted line at
     ``trace_single_k`` marks where one real Wgrad ends and concatenated ones begin."""
     dists, ks = list(dict.fromkeys(df["dist"])), sorted(set(df["K"]))
-    fig, axes = plt.subplots(len(METRICS), len(dists), figsize=(3.1 * len(dists) + 0.6, 6.4), sharex=True,
+    width = max(3.1 * len(dists) + 0.6, 8.5 if trace_label else 6.5)      # room for the legend and title
+    fig, axes = plt.subplots(len(METRICS), len(dists), figsize=(width, 6.4), sharex=True,
                              sharey="row", squeeze=False, layout="constrained")
     any_zero = False
     for row, (metric, label) in enumerate(METRICS.items()):
@@ -324,7 +329,7 @@ def plot(df: pd.DataFrame, path: Path, trace_label: str | None = None, trace_sin
             ax.axvline(PAPER_K, color="grey", ls=":", lw=0.8)
             if dist == TRACE_DIST:
                 ax.set_facecolor("#fff6e0")
-                if trace_single_k is not None and trace_single_k < max(ks):
+                if trace_single_k is not None and min(ks) <= trace_single_k < max(ks):
                     ax.axvline(trace_single_k, color="#b8860b", ls=(0, (1, 1.5)), lw=1.4)
             ax.set_yscale("log")
             ax.set_ylim(lo, hi)
@@ -344,13 +349,14 @@ def plot(df: pd.DataFrame, path: Path, trace_label: str | None = None, trace_sin
     if any_zero:
         handles.append(Line2D([], [], color="grey", marker="v", ls="none", ms=7,
                               label="error exactly 0 (at axis floor)"))
-    if trace_label is not None and trace_single_k is not None and trace_single_k < max(ks):
+    if TRACE_DIST in dists and trace_single_k is not None and min(ks) <= trace_single_k < max(ks):
         handles.append(Line2D([], [], color="#b8860b", ls=(0, (1, 1.5)), lw=1.4,
                               label=f"{TRACE_DIST}: one real Wgrad up to here, concatenated Wgrads beyond"))
     fig.legend(handles=handles, loc="outside lower center", ncol=3 if trace_label else 4, fontsize=8, frameon=False)
     title = "E4M3 GEMM error vs the exactly rounded product, by accumulator model"
-    if trace_label is not None:
-        title += f"\nsynthetic operands and (shaded) Wgrad operands of the {trace_label}"
+    if trace_label is not None and TRACE_DIST in dists:
+        title += (f"\n{'synthetic operands and (shaded) ' if len(dists) > 1 else ''}Wgrad operands of the "
+                  f"{trace_label}")
     fig.suptitle(title, fontsize=11 if trace_label is None else 10)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -376,5 +382,6 @@ def main(argv: list[str] | None = None) -> None:
         res = run(store, args.out, quick=args.quick, seed=args.seed, jobs=args.jobs, dask=args.dask,
                   progress=args.progress, **params)
     table = paper_comparison(res["frames"][STUDY])
+    print(res["figures"][0].source)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3e}"))
     print(f"wrote {', '.join(str(f.path) for f in res['figures'])} and {args.out / (STUDY + '.csv')}")

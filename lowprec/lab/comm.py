@@ -32,8 +32,10 @@ Data, one of two sources, named in every output:
   and a pooled number would hide the worst one; each row also stores its sums of squares so the
   layers are pooled exactly (``pool_layers``: SNR = 10 log10(sum ||x||^2 / sum ||q(x) - x||^2)). The
   key holds the trace's content identity (``common.trace_sha256``), never its path: another trace
-  recomputes, the same trace (wherever it lies) is reused. Outputs: ``comm_formats_trace.csv`` (pooled
-  over layers), ``comm_formats_trace_layers.csv`` (per layer), ``comm_formats_trace.png``.
+  recomputes, the same trace (wherever it lies) is reused. BF16 on a BF16 trace is exact (the recorded
+  values are the BF16 values the GEMMs consumed): SNR inf, GEMM error 0, drawn as text, not as a bar.
+  Outputs: ``comm_formats_trace.csv`` (pooled over layers), ``comm_formats_trace_layers.csv`` (per
+  layer) and ``comm_formats_trace.png``, beside (not over) the synthetic run's ``comm_formats.*``.
 
 Every row holds the bytes per element (payload + scales / metadata per 128 elements), the relative RMS
 error and SNR of the cast, the mean elementwise relative error, and the relative error of the following
@@ -379,7 +381,8 @@ def run(store: ResultStore, out_dir: Path, *, quick: bool = False, seed: int = 0
                   "expert's gate_up weight on the tokens routed to it (routing replayed from the trace); "
                   "combine = the recorded routed-expert outputs, followed by the next layer's attn.qkv weight "
                   "(the last layer: its own attn.qkv, the output head being untraced). Bars pool all MoE "
-                  "layers (from sums of squares); black markers are the single layers."
+                  "layers (from sums of squares); black markers are the single layers. A cast into the format the "
+                  "trace was recorded in (BF16 into BF16) is exact: no bar, its SNR is infinite."
                   if td is not None else f"Data: {DATA_LABEL}."))
     vol_caption = ("Bytes per token per format: one copy, all top-k expert copies, the inter-node copies "
                    "(node-limited routing), and MB per 1000 tokens over all MoE layers")

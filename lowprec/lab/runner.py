@@ -89,9 +89,9 @@ def run_lab(out: Path, params: LabParams, *, run_id: str | None = None, progress
         ac = accum_vs_k.run(store, run_dir, trace=trace, **common, **kw.get("accum", {}))
         print("== study 4: communication formats on the recorded dispatch / combine activations ==", flush=True)
         cm = comm.run(store, run_dir, trace=trace, **common, **kw.get("comm", {}))
-    frames = {**tr["frames"], **rp["frames"], **ac["frames"], **cm["frames"]}
-    table = claims.claims_table(frames)
     formats, casts = format_table(), cast_error_table(seed=params.seed)
+    frames = {**tr["frames"], **rp["frames"], **ac["frames"], **cm["frames"], "cast_errors": casts}
+    table = claims.claims_table(frames)
     for name, df in (("claims", table), ("formats", formats), ("cast_errors", casts)):
         df.to_csv(run_dir / f"{name}.csv", index=False)
     summary = tr["frames"]["training_summary"]
