@@ -26,6 +26,11 @@ static inline float lp_pow2_down(float m) {
 /* codes and per-tile scales of x; when deq is not NULL also the dequantised values deq = table[code] * scale
  * (one float32 multiply, correctly rounded: QuantizedTensor.dequantize's bits; table = the format's decode
  * table, 256 floats; NaN tiles have a NaN scale, so their values are NaN). */
+static inline float lp_finite_or_zero(float v) {    /* a bit test, not isfinite(): keeps the loop branch-free */
+    uint32_t b; memcpy(&b, &v, 4);
+    return (b & 0x7FFFFFFFu) < 0x7F800000u ? v : 0.0f;
+}
+
 void lp_quantize_tiles(const float *x, int64_t R, int64_t C, const lp_format *fmt, const lp_scaling *s,
                        uint8_t *codes, float *scales, const float *table, float *deq) {
     const int64_t nr = (R + s->tr - 1) / s->tr, nc = (C + s->tc - 1) / s->tc;
@@ -34,16 +39,19 @@ void lp_quantize_tiles(const float *x, int64_t R, int64_t C, const lp_format *fm
         for (int64_t j = 0; j < nc; j++) {
             const int64_t r0 = i * s->tr, r1 = r0 + s->tr < R ? r0 + s->tr : R;
             const int64_t c0 = j * s->tc, c1 = c0 + s->tc < C ? c0 + s->tc : C;
-            float amax = 0.0f;
-            int32_t nonfinite = 0;
-            for (int64_t r = r0; r < r1; r++)
+            uint32_t amax_bits = 0, top_bits = 0;   /* |v| of a finite float orders like its bits: integer maxima
+                                                       vectorise; a non-finite |v| has bits >= 0x7F800000 */
+            for (int64_t r = r0; r < r1; r++) {
                 for (int64_t c = c0; c < c1; c++) {
-                    const float v = x[r * C + c];
-                    const int32_t fin = isfinite(v);
-                    nonfinite |= !fin;
-                    const float a = fin ? fabsf(v) : 0.0f;
-                    amax = a > amax ? a : amax;
+                    uint32_t b; memcpy(&b, &x[r * C + c], 4);
+                    b &= 0x7FFFFFFFu;
+                    const uint32_t m = b < 0x7F800000u ? b : 0u;
+                    amax_bits = m > amax_bits ? m : amax_bits;
+                    top_bits = b > top_bits ? b : top_bits;
                 }
+            }
+            const int32_t nonfinite = top_bits >= 0x7F800000u;
+            float amax; memcpy(&amax, &amax_bits, 4);
             if (s->amax_floor > 0.0f && amax < s->amax_floor) amax = s->amax_floor;
             const int32_t ok = amax > 0.0f;
             float sf, mult;
@@ -64,10 +72,10 @@ void lp_quantize_tiles(const float *x, int64_t R, int64_t C, const lp_format *fm
             for (int64_t r = r0; r < r1; r++) {
                 const float *xr = x + r * C;
                 uint8_t *cr = codes + r * C;
-                for (int64_t c = c0; c < c1; c++) {      /* finite elements: branch-free, vectorises */
-                    const float v = isfinite(xr[c]) ? xr[c] : 0.0f;
-                    cr[c] = (uint8_t)lp_encode_f32(div ? v / sf : v * mult, &f, LP_RNE, 1);
-                }
+                if (div)                                  /* finite elements: branch-free, vectorises */
+                    for (int64_t c = c0; c < c1; c++) cr[c] = (uint8_t)lp_encode_f32(lp_finite_or_zero(xr[c]) / sf, &f, LP_RNE, 1);
+                else
+                    for (int64_t c = c0; c < c1; c++) cr[c] = (uint8_t)lp_encode_f32(lp_finite_or_zero(xr[c]) * mult, &f, LP_RNE, 1);
                 if (nonfinite)                            /* NaN/Inf: unsaturated, or 0 without a NaN code
                                                              (the tile's scale is NaN then) */
                     for (int64_t c = c0; c < c1; c++)

@@ -362,7 +362,7 @@ def _prepare_quantize(x: torch.Tensor, recipe_or_scaling: Any, role: str, histor
     if cfg.amax_source == "delayed":
         assert history is not None
         delayed_mult = history.update_scale(cfg.format.max, cfg.margin)
-        history.push(float(torch.where(torch.isfinite(x2), x2.abs(), 0.0).max()) if x2.numel() else 0.0)
+        history.push(float(torch.where(_finite(x2), x2.abs(), 0.0).max()) if x2.numel() else 0.0)
     return cfg, x2, tile, backend, delayed_mult
 
 
@@ -420,7 +420,7 @@ def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], 
     with no data-dependent Python branches (so torch.compile can fuse it)."""
     fmt = cfg.format
     t = _tiles(x2, tile)
-    finite = torch.isfinite(t)
+    finite = _finite(t)
     sf, mult, nan_tile = _tile_scales(t, finite, cfg, delayed_mult)
     y = _scaled(t, sf, mult, cfg)
     # a NaN in y comes from a non-finite element (masked below); a scaled value that overflowed float32
@@ -428,7 +428,8 @@ def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], 
     codes = _cast_rne_saturated(torch.nan_to_num(y, nan=0.0, posinf=math.inf, neginf=-math.inf), fmt)
     # non-finite elements are cast unsaturated (NaN -> NaN, Inf -> Inf or NaN), or are code 0 in a format
     # without NaN (then nonfinite="tile_nan" is required and the tile's scale is NaN)
-    codes = torch.where(finite, codes, _nonfinite_codes(t, fmt) if fmt.has_nan else torch.zeros_like(codes))
+    if torch.compiler.is_compiling() or not bool(finite.all()):     # eager skips this when all is finite
+        codes = torch.where(finite, codes, _nonfinite_codes(t, fmt) if fmt.has_nan else torch.zeros_like(codes))
     codes = codes.reshape(t.shape[0] * tile[0], t.shape[2] * tile[1])
     if tuple(codes.shape) != tuple(x2.shape):
         codes = codes[: x2.shape[0], : x2.shape[1]].contiguous()
@@ -445,6 +446,12 @@ def _cast_rne_saturated(y: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     if tdtype is None or y.dtype != torch.float32 or torch.compiler.is_compiling():
         return _encode_core(y, fmt, "rne", True, None, 32)
     return torch.clamp(y, -fmt.max, fmt.max).to(tdtype).view(torch.uint8)
+
+
+def _finite(t: torch.Tensor) -> torch.Tensor:
+    """``torch.isfinite(t)`` for a float tensor, as ``t - t == 0`` (NaN and +-Inf give NaN): the same mask,
+    two vectorised ops (torch 2.13's CPU isfinite is ~40x slower than one multiply)."""
+    return (t - t) == 0
 
 
 def _nonfinite_codes(t: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:

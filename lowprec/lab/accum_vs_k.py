@@ -78,8 +78,8 @@ import lowprec as lp  # noqa: E402
 from ..report import Figure, Table  # noqa: E402
 from ..training.traces import TraceError  # noqa: E402
 from .common import (  # noqa: E402
-    DISTRIBUTIONS, STORE_NAME, StudyOutput, load_checked_trace, open_trace, prepare_out_dir,
-    resolve_params, study_parser,
+    DISTRIBUTIONS, StudyOutput, load_checked_trace, open_trace, prepare_out_dir,
+    resolve_params, run_from_args, study_parser,
 )
 from .store import ResultStore  # noqa: E402
 from .sweep import run_sweep  # noqa: E402
@@ -376,11 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trace", metavar="DIR", help=f"a recorded training trace directory (a run's trace/): adds the "
                     f"'{TRACE_DIST}' distribution, real Wgrad operands (dy^T, x) of the trace")
     args = ap.parse_args(argv)
-    params = {k: getattr(args, k) for k in ("ks", "m", "n", "models", "dists", "backend", "trace")
-              if getattr(args, k) is not None}
-    with ResultStore(prepare_out_dir(args.out) / STORE_NAME) as store:
-        res = run(store, args.out, quick=args.quick, seed=args.seed, jobs=args.jobs, dask=args.dask,
-                  progress=args.progress, **params)
+    res = run_from_args(run, args, ("ks", "m", "n", "models", "dists", "backend", "trace"))
     table = paper_comparison(res["frames"][STUDY])
     print(res["figures"][0].source)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3e}"))

@@ -71,7 +71,7 @@ from ..rounding import quantize  # noqa: E402
 from ..scaling import quantize_tensor  # noqa: E402
 from ..training.traces import TraceError  # noqa: E402
 from .common import (  # noqa: E402
-    STORE_NAME, StudyOutput, TraceData, load_checked_trace, open_trace, prepare_out_dir, resolve_params, student_t,
+    StudyOutput, TraceData, load_checked_trace, open_trace, prepare_out_dir, resolve_params, run_from_args, student_t,
     study_parser,
 )
 from .store import ResultStore  # noqa: E402
@@ -466,12 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trace", metavar="DIR", help="a recorded training trace directory (a run's trace/): measure "
                     "its dispatch / combine activations instead of the synthetic data")
     args = ap.parse_args(argv)
-    params = {k: getattr(args, k) for k in ("tokens", "hidden", "ffn", "formats", "top_k", "max_nodes", "moe_layers",
-                                            "trace")
-              if getattr(args, k) is not None}
-    with ResultStore(prepare_out_dir(args.out) / STORE_NAME) as store:
-        res = run(store, args.out, quick=args.quick, seed=args.seed, jobs=args.jobs, dask=args.dask,
-                  progress=args.progress, **params)
+    res = run_from_args(run, args, ("tokens", "hidden", "ffn", "formats", "top_k", "max_nodes", "moe_layers", "trace"))
     stem = STUDY if args.trace is None else f"{STUDY}_trace"
     df, vol = res["frames"][stem], res["frames"]["comm_volume"]
     print(res["figures"][0].source)

@@ -21,7 +21,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -176,3 +176,15 @@ def study_parser(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="the small version of the study")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return ap
+
+
+def run_from_args(run: Callable[..., StudyOutput], args: argparse.Namespace, params: Sequence[str]) -> StudyOutput:
+    """Call a study's ``run`` with ``study_parser``'s options and those of ``params`` that were given, on the
+    store under ``--out``."""
+    from .store import ResultStore
+
+    given = {k: getattr(args, k) for k in params if getattr(args, k) is not None}
+    out = prepare_out_dir(args.out)
+    with ResultStore(out / STORE_NAME) as store:
+        return run(store, out, quick=args.quick, seed=args.seed, jobs=args.jobs, dask=args.dask,
+                   progress=args.progress, **given)

@@ -196,7 +196,7 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from .common import STORE_NAME, study_parser
+    from .common import run_from_args, study_parser
 
     ap = study_parser(__doc__)
     ap.add_argument("--trace", type=Path, required=True, help="a trace directory (lowprec.training)")
@@ -205,10 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--rows", type=int)
     ap.add_argument("--cols", type=int)
     args = ap.parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if k in ("scalings", "accumulators", "rows", "cols") and v is not None}
-    out = prepare_out_dir(args.out)
-    with ResultStore(out / STORE_NAME) as store:
-        res = run(store, out, trace=args.trace, quick=args.quick, jobs=args.jobs, dask=args.dask,
-                  progress=args.progress, **given)
+    res = run_from_args(run, args, ("trace", "scalings", "accumulators", "rows", "cols"))
+    out = args.out
     print(res["tables"][0].frame.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"wrote {out / (STUDY + '.csv')} and {res['figures'][0].path}")

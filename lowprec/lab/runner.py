@@ -45,6 +45,8 @@ class LabParams:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.jobs, int) or self.jobs < 1:
             raise ValueError(f"jobs must be a positive int, got {self.jobs!r}")
+        if self.dask is not None and (not isinstance(self.dask, str) or (self.dask != "local" and "://" not in self.dask)):
+            raise ValueError(f"dask must be 'local' or a scheduler address such as 'tcp://host:8786', got {self.dask!r}")
         unknown = set(self.studies) - {"training", "replay", "accum", "comm"}
         if unknown:
             raise ValueError(f"unknown studies {sorted(unknown)}; known: training, replay, accum, comm")

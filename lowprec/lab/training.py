@@ -42,7 +42,9 @@ STUDY = "fp8_training"
 BASELINE = "bf16"
 RECIPES = ["bf16", "fp32", "deepseek_v3", "te_delayed", "mxfp8", "e5m2_tensor"]
 PAPER_GAP = 0.0025
-MODEL_SIZES = {"small": ModelConfig(), "base": ModelConfig(d_model=384, n_layers=4, n_heads=6, n_experts=8,
+MODEL_SIZES = {"tiny": ModelConfig(d_model=128, n_layers=1, n_heads=2, n_experts=2, top_k=1, d_expert=128,
+                                    d_shared=128),                       # smoke tests
+               "small": ModelConfig(), "base": ModelConfig(d_model=384, n_layers=4, n_heads=6, n_experts=8,
                                                             d_expert=384, d_shared=384)}
 QUICK = {"steps": 150, "batch": 8, "seq": 128, "eval_every": 25, "model_size": "small"}
 FULL = {"steps": 1500, "batch": 16, "seq": 256, "eval_every": 100, "model_size": "base"}
@@ -183,7 +185,7 @@ def trace_dir(summary: pd.DataFrame) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from .common import STORE_NAME, study_parser
+    from .common import run_from_args, study_parser
 
     ap = study_parser(__doc__)
     ap.add_argument("--recipes", nargs="+", default=RECIPES)
@@ -193,12 +195,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch", type=int)
     ap.add_argument("--seq", type=int)
     args = ap.parse_args(argv)
-    given = {k: v for k, v in vars(args).items()
-             if k in ("recipes", "steps", "model_size", "batch", "seq") and v is not None}
-    out = prepare_out_dir(args.out)
-    with ResultStore(out / STORE_NAME) as store:
-        res = run(store, out, quick=args.quick, seed=args.seed, jobs=args.jobs, dask=args.dask,
-                  progress=args.progress, **given)
+    res = run_from_args(run, args, ("recipes", "steps", "model_size", "batch", "seq"))
+    out = args.out
     print(res["tables"][0].frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out / 'training_curves.csv'}, {out / 'training_summary.csv'} and {res['figures'][0].path}")
     if (t := trace_dir(res["frames"]["training_summary"])) is not None:
