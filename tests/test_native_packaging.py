@@ -75,9 +75,9 @@ def test_auto_runs_native_on_large_tensors_with_the_same_bits(monkeypatch):
     calls = []
     original = scaling._native_quantize
 
-    def spy(x2, cfg, tile):
+    def spy(x2, cfg, tile, dequantized):
         calls.append(tuple(x2.shape))
-        return original(x2, cfg, tile)
+        return original(x2, cfg, tile, dequantized)
 
     monkeypatch.setattr(scaling, "_native_quantize", spy)
     g = torch.Generator().manual_seed(1)
