@@ -6,6 +6,7 @@ point whose full configuration is unchanged and computes the rest. See --help fo
 """
 
 from lowprec.lab.accum_vs_k import main
+from lowprec.lab.common import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -6,6 +6,7 @@ full configuration is unchanged and computes the rest. See --help for the parame
 """
 
 from lowprec.lab.comm import main
+from lowprec.lab.common import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -4,6 +4,7 @@ Usage: python studies/gemm_replay.py --help   (the lab's `lowprec lab` runs it w
 """
 
 from lowprec.lab.replay import main
+from lowprec.lab.common import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -4,6 +4,7 @@ Usage: python studies/train_traces.py --help   (the lab's `lowprec lab` runs it 
 """
 
 from lowprec.lab.training import main
+from lowprec.lab.common import run_script
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

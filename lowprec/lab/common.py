@@ -188,3 +188,15 @@ def run_from_args(run: Callable[..., StudyOutput], args: argparse.Namespace, par
     with ResultStore(out / STORE_NAME) as store:
         return run(store, out, quick=args.quick, seed=args.seed, jobs=args.jobs, dask=args.dask,
                    progress=args.progress, **given)
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a study script's ``main``: bad input (ValueError, TypeError, ConnectionError) is one line on
+    stderr and exit status 2, not a traceback."""
+    import sys
+
+    try:
+        main()
+    except (ValueError, TypeError, ConnectionError) as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
