@@ -11,7 +11,10 @@ along K exactly as ``lowprec.nn`` quantises them in training (``nn.operand_confi
 * ``hopper_fp8_promoted``: DeepGEMM on H800 as the lab models it bit for bit (E8M13 accumulator, 13
   fraction bits, promotion to FP32 every 128);
 * ``hopper_fp8``: the same unit with no promotion (the accumulation DeepSeek-V3 rejected).
-MX recipes are replayed with ``fp32`` only (Hopper has no MX instruction).
+MX recipes are replayed with ``fp32`` only (Hopper has no MX instruction). With 1x128 / 128x128 scales the
+block-scaled GEMM applies the scales per K block of 128 outside the tensor core, so every block starts a
+fresh accumulator and ``hopper_fp8`` equals ``hopper_fp8_promoted`` there (promotion is inherent in
+fine-grained scaling); the two differ for per-tensor and per-row scalings, whose one K block spans all of K.
 
 To bound the cost of bit-faithful accumulation, each GEMM is replayed on its first ``rows`` rows of A and
 first ``cols`` columns of B (all of K; the quantisation itself sees the whole operands). The reference is
