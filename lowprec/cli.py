@@ -13,7 +13,7 @@ from . import __version__
 def cmd_lab(args: argparse.Namespace) -> int:
     from .lab.runner import LabParams, run_lab
 
-    studies = {"training": {"steps": args.steps}} if args.steps else {}
+    studies = {"training": {"steps": args.steps}} if args.steps is not None else {}
     run_lab(args.out, LabParams(full=args.full, seed=args.seed, jobs=args.jobs, dask=args.dask, studies=studies),
             run_id=args.run_id, progress=args.progress)
     return 0

@@ -181,7 +181,7 @@ class QuantizedTensor:
         otherwise the product is formed exactly in float64 and rounded once to ``dtype``.
         """
         vals = self.values()
-        if dtype == torch.float32 and vals.dtype == torch.float32:
+        if dtype == torch.float32 and vals.dtype == torch.float32 and self.scales.dtype == torch.float32:
             t = _tiles(vals, self.tile)
             out = t * self.scales[:, None, :, None]
             R, C = self.codes.shape
@@ -324,8 +324,9 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
 
 def fake_quantize(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig | str", role: str = "activation", *,
                   history: AmaxHistory | None = None, backend: str = "auto", **overrides: Any) -> torch.Tensor:
-    """``quantize_tensor(x, ...).dequantize()`` (float32, ``x``'s shape), bit for bit; the native backend
-    writes the dequantised values in the same pass as the codes (what quantised training needs)."""
+    """``quantize_tensor(x, ...).dequantize()`` (float32, ``x``'s shape), bit for bit (a NaN element or tile is
+    NaN; its payload is not part of the contract); the native backend writes the dequantised values in the
+    same pass as the codes (what quantised training needs)."""
     cfg, x2, tile, backend, delayed_mult = _prepare_quantize(x, recipe_or_scaling, role, history, backend, overrides)
     if backend == "native":
         _, _, deq = _native_quantize(x2, cfg, tile, dequantized=True)
@@ -564,7 +565,8 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
     For each K block (the K tile): ``partial = values(a_blk) @ values(b_blk)`` accumulated by
     ``accumulator`` -- ``"exact"`` (exact sum, and the outer sum kept exact in float64: the reference),
     ``"fp32"`` (exact sum rounded once to float32), or an ``AccumulatorModel``/preset name (emulated
-    bit for bit); then ``out = fma_fp32(scale_a * scale_b, partial, out)`` with ``scale_a * scale_b``
+    bit for bit, with its ``input_formats`` set to the operands' element formats: an E5M2 operand is split
+    into significand and exponent as E5M2, as the hardware decodes it); then ``out = fma_fp32(scale_a * scale_b, partial, out)`` with ``scale_a * scale_b``
     rounded to float32 first (one fused multiply-add, emulated exactly). With ``"exact"`` nothing is
     rounded before ``out_dtype``. ``a`` is (M, K), ``b`` (K, N). ``backend`` runs the accumulator model's
     ``emulated_matmul`` (``"auto"``: native where it covers the model, else eager; the same bits).
@@ -582,6 +584,8 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
     if a_q.config.scale_format != b_q.config.scale_format:
         raise ValueError("a and b use different scale formats (e8m0 vs fp32)")
     model = None if accumulator in ("exact", "fp32") else get_accumulator(accumulator)
+    if model is not None and model.input_formats != (a_q.fmt.name, b_q.fmt.name):
+        model = model.with_(input_formats=(a_q.fmt.name, b_q.fmt.name))   # the operands' formats, as the unit
     if backend not in ("auto", *BACKENDS, "native"):
         raise ValueError(f"unknown backend {backend!r}; expected one of {('auto', *BACKENDS, 'native')}")
     if model is not None and backend == "auto":

@@ -412,8 +412,33 @@ def test_fake_quantize_is_dequantize_of_quantize_tensor(recipe, role, backend):
     x = rand(130, 300, seed=5)
     x[3, 7], x[50, 200], x[129, 0] = math.nan, math.inf, -math.inf
     x[60:61, :128] *= 1e-40                                    # a tile of float32 subnormals
-    ref = lp.quantize_tensor(x, cfg, backend="eager").dequantize()
+    q = lp.quantize_tensor(x, cfg, backend="eager")
+    (tr, tc), (R, C) = q.tile, q.codes.shape                     # value(code) * scale, exact, rounded once
+    sf = q.scales.double().repeat_interleave(tr, 0).repeat_interleave(tc, 1)[:R, :C]
+    ref = (lp.decode(q.codes, cfg.fmt).double() * sf).float()
+    assert torch.equal(q.dequantize().view(torch.int32)[~ref.isnan()], ref.view(torch.int32)[~ref.isnan()])
     got = lp.fake_quantize(x, cfg, backend=backend)
     assert got.shape == x.shape
     assert torch.equal(got.view(torch.int32)[~ref.isnan()], ref.view(torch.int32)[~ref.isnan()])
     assert torch.equal(got.isnan(), ref.isnan())
+
+
+def test_scaled_matmul_decodes_e5m2_operands_as_e5m2():
+    """An accumulator preset named for E4M3 runs E5M2 operands with E5M2's exponent range: values normal in
+    E5M2 but below E4M3's smallest normal (2^-6) keep their exponent. Expected: the scalar exact reference
+    with input_formats = (e5m2, e5m2), then one float32 FMA by the product of the scales."""
+    g = torch.Generator().manual_seed(0)
+    a, b = 2.0**-26 * (1 + torch.rand(2, 64, generator=g)), 2.0**-26 * (1 + torch.rand(64, 2, generator=g))
+    a[0, 0] = b[0, 0] = 1.0              # the per-tensor scale maps 1 to E5M2's max: the rest lands near 2^-10
+    cfg = ScalingConfig("e5m2", (-1, -1), scale_op="mul_ratio")
+    qa, qb = lp.quantize_tensor(a, cfg), lp.quantize_tensor(b, cfg)
+    assert bool((qa.values().abs() < 2.0**-6).any())                # the case that decides it
+    model = lp.get_accumulator("hopper_fp8").with_(input_formats=("e5m2", "e5m2"))
+    s = float(torch.tensor(qa.scales.item() * qb.scales.item(), dtype=torch.float32))
+    av, bv = qa.values().double(), qb.values().double()
+    expected = torch.tensor([[s * lp.reference_dot(av[i].tolist(), bv[:, j].tolist(), model) for j in range(2)]
+                             for i in range(2)], dtype=torch.float64).float()
+    got = lp.scaled_matmul(qa, qb, accumulator="hopper_fp8")
+    assert torch.equal(got, expected)
+    e4m3_split = lp.reference_dot(av[1].tolist(), bv[:, 1].tolist(), lp.get_accumulator("hopper_fp8"))
+    assert got[1, 1].item() != float(torch.tensor(s * e4m3_split, dtype=torch.float64).float())   # it decides

@@ -155,6 +155,21 @@ def test_resumed_run_keeps_earlier_trace_steps(corpus, tmp_path):
     assert resumed.summary["trace_bytes"] == whole.summary["trace_bytes"]
 
 
+def test_resumed_run_keeps_the_trace_size_cap(corpus, tmp_path):
+    """The cap counts over the whole trace, across a kill: a resumed run records what an uninterrupted one does."""
+    probe = train(config(steps=2, trace_steps=(2,)), tmp_path / "probe", corpus=corpus, progress=False)
+    one_step = probe.summary["trace_bytes"]
+    cfg = config(steps=5, checkpoint_every=2, trace_steps=(2, 5), trace_max_bytes=int(one_step * 1.5))
+    whole = train(cfg, tmp_path / "whole", corpus=corpus, progress=False)
+    with pytest.raises(Kill):
+        train(cfg, tmp_path / "killed", corpus=corpus, progress=False, on_step=kill_at(3))
+    resumed = train(cfg, tmp_path / "killed", corpus=corpus, progress=False)
+    w, r = load_trace(whole.trace_dir).index, load_trace(resumed.trace_dir).index
+    assert w["skipped"] and r["skipped"] == w["skipped"]            # the cap cut step 5 short in both
+    assert [f["tensors"] for f in r["files"]] == [f["tensors"] for f in w["files"]]
+    assert resumed.summary["trace_bytes"] == whole.summary["trace_bytes"] <= cfg.trace_max_bytes + 4096
+
+
 # ---- 8. the same data for every recipe ------------------------------------------------------------------
 def test_every_recipe_reads_the_same_batches(corpus, tmp_path, monkeypatch):
     seen: dict[str, list] = {}

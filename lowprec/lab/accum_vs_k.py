@@ -78,7 +78,7 @@ import lowprec as lp  # noqa: E402
 from ..report import Figure, Table  # noqa: E402
 from ..training.traces import TraceError  # noqa: E402
 from .common import (  # noqa: E402
-    DISTRIBUTIONS, StudyOutput, load_checked_trace, open_trace, prepare_out_dir,
+    DISTRIBUTIONS, StudyOutput, definition_id, load_checked_trace, open_trace, prepare_out_dir,
     resolve_params, run_from_args, study_parser,
 )
 from .store import ResultStore  # noqa: E402
@@ -113,6 +113,7 @@ def points(*, ks: Sequence[int], m: int, n: int, seed: int, models: Sequence[str
            trace_sha256: str | None = None, trace_ks: Sequence[int] = ()) -> list[dict]:
     """The grid; ``trace_wgrad`` (in ``dists``) runs over ``trace_ks`` and carries ``trace_sha256``."""
     return [{"dist": d, "K": K, "M": m, "N": n, "seed": seed, "model": mod,
+             "model_def": definition_id(lp.get_accumulator(mod)),
              **({"trace_sha256": trace_sha256} if d == TRACE_DIST else {})}
             for d in dists for K in (trace_ks if d == TRACE_DIST else ks) for mod in models]
 
@@ -248,7 +249,9 @@ def run(store: ResultStore, out_dir: Path, *, quick: bool = False, seed: int = 0
     out_dir = prepare_out_dir(out_dir)
     pts = points(ks=p["ks"], m=p["m"], n=p["n"], seed=seed, models=p["models"], dists=p["dists"],
                  trace_sha256=td.sha256 if td else None, trace_ks=trace_ks)
-    fn = functools.partial(compute_point, backend=p["backend"], trace=str(td.path) if td else None)
+    from ..native import compiler        # torch.compile needs a C compiler too: without one, eager (same bits)
+    backend = p["backend"] if compiler(False) is not None else "eager"
+    fn = functools.partial(compute_point, backend=backend, trace=str(td.path) if td else None)
     sweep = run_sweep(STUDY, pts, fn, store, jobs=jobs, dask=dask, progress=progress, desc="accumulation error vs K")
     df = sweep.rows
     csv = out_dir / f"{STUDY}.csv"

@@ -200,3 +200,9 @@ def run_script(main: Callable[[], None]) -> None:
     except (ValueError, TypeError, ConnectionError) as exc:
         print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def definition_id(*definitions: Any) -> str:
+    """A short content identity of the definitions behind a point's names (presets, recipes: frozen
+    dataclasses whose repr lists every field), so that a point whose preset was redefined is recomputed."""
+    return hashlib.sha256(repr(definitions).encode()).hexdigest()[:16]

@@ -30,7 +30,6 @@ the float64 product of the recorded (unquantised) operands on the same slice. Me
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,8 +46,8 @@ import torch  # noqa: E402
 from ..nn import operand_configs  # noqa: E402
 from ..report import Figure, Table  # noqa: E402
 from ..scaling import QuantizedTensor, Recipe, ScalingConfig, get_recipe, quantize_tensor, scaled_matmul  # noqa: E402
-from ..training.traces import Trace, load_trace  # noqa: E402
-from .common import StudyOutput, prepare_out_dir, resolve_params  # noqa: E402
+from ..accum import get_accumulator  # noqa: E402
+from .common import StudyOutput, definition_id, load_checked_trace, open_trace, prepare_out_dir, resolve_params  # noqa: E402
 from .store import ResultStore  # noqa: E402
 from .sweep import run_sweep  # noqa: E402
 
@@ -71,11 +70,6 @@ FULL = {"rows": 128, "cols": 128}
 COMMON = {"scalings": list(SCALINGS), "accumulators": ACCUMULATORS}
 
 
-def trace_identity(trace: Trace) -> str:
-    """The content identity of a trace: SHA-256 over its files' SHA-256s (never its path)."""
-    return hashlib.sha256("".join(f["sha256"] for f in trace.index["files"]).encode()).hexdigest()
-
-
 def _slice(q: QuantizedTensor, rows: int, cols: int) -> QuantizedTensor:
     """The first ``rows`` x ``cols`` of a 2-D quantised tensor with the scales of the tiles they lie in."""
     rows, cols = min(rows, q.codes.shape[0]), min(cols, q.codes.shape[1])
@@ -92,9 +86,7 @@ def _frobenius_rel(c: torch.Tensor, ref: torch.Tensor) -> float:
 
 def compute_point(config: Mapping[str, Any], trace_path: str) -> list[dict]:
     """All GEMMs of the trace under one (scaling, accumulator): one row per GEMM."""
-    trace = load_trace(trace_path)
-    if trace_identity(trace) != config["trace"]:
-        raise ValueError(f"the trace at {trace_path} is not the one this point names ({config['trace'][:12]})")
+    trace = load_checked_trace(trace_path, config["trace"])
     scaling = SCALINGS[config["scaling"]]
     rows = []
     for g in trace.gemms():
@@ -124,7 +116,8 @@ def _check(p: Mapping[str, Any]) -> None:
 
 
 def points(p: Mapping[str, Any], trace_id: str) -> list[dict]:
-    return [{"scaling": s, "accumulator": a, "trace": trace_id, "rows": p["rows"], "cols": p["cols"]}
+    return [{"scaling": s, "accumulator": a, "trace": trace_id, "rows": p["rows"], "cols": p["cols"],
+             "definitions": definition_id(SCALINGS[s], a if a == "fp32" else get_accumulator(a))}
             for s in p["scalings"] for a in p["accumulators"]
             if a == "fp32" or SCALINGS[s].activation.scale_format == "fp32"]
 
@@ -137,9 +130,9 @@ def run(store: ResultStore, out_dir: Path, *, trace: Path | str, quick: bool = F
     p = resolve_params(STUDY, params, {**(QUICK if quick else FULL), **COMMON})
     _check(p)
     out_dir = prepare_out_dir(out_dir)
-    tr = load_trace(trace)
-    tid = trace_identity(tr)
-    sweep = run_sweep(STUDY, points(p, tid), functools.partial(compute_point, trace_path=str(tr.path)), store,
+    td = open_trace(trace)
+    tr, tid = td.trace, td.sha256
+    sweep = run_sweep(STUDY, points(p, tid), functools.partial(compute_point, trace_path=str(td.path)), store,
                       jobs=jobs, dask=dask, progress=progress, desc="GEMM replay")
     df = sweep.rows
     df.to_csv(out_dir / f"{STUDY}.csv", index=False)

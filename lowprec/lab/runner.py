@@ -9,7 +9,7 @@ same parameters reuses everything and a changed parameter recomputes only what i
 
 Output: ``<out>/<run-id>/`` with ``report.md``, a self-contained ``report.html`` (claims table first), the
 figures (PNG), every table as CSV and ``run.json`` (the parameters; ``rebuild_report`` re-renders the
-report from the store with them, computing nothing that is stored).
+report from the store with them, computing only what the store lacks).
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def run_lab(out: Path, params: LabParams, *, run_id: str | None = None, progress
         tr = training.run(store, run_dir, runs_dir=out / "train_runs", **common, **kw.get("training", {}))
         trace = training.trace_dir(tr["frames"]["training_summary"])
         if trace is None:
-            raise RuntimeError("the BF16 training run recorded no trace; the replay studies need one")
+            raise ValueError(f"the stored BF16 training run's trace is not in {out / 'train_runs'} (moved or "
+                             f"deleted?): remove {out / STORE_NAME} to retrain, or use another --out")
         print(f"== study 2: replay of the {trace.parent.name} GEMM trace ==", flush=True)
         rp = replay.run(store, run_dir, trace=trace, **common, **kw.get("replay", {}))
         print("== study 3: accumulation error vs K ==", flush=True)
@@ -118,7 +119,7 @@ def run_lab(out: Path, params: LabParams, *, run_id: str | None = None, progress
     ]
     meta = {"run id": run_id, "lab version": __version__, "torch": torch.__version__,
             "threads": str(torch.get_num_threads()), "mode": "full" if params.full else "quick",
-            "seed": str(params.seed), "command": " ".join(["lowprec", *sys.argv[1:]]) or "lowprec lab",
+            "seed": str(params.seed), "command": " ".join(["lowprec", *sys.argv[1:]]),
             "store": str((out / STORE_NAME).resolve()),
             "wall time": f"{time.perf_counter() - started:.0f} s"}
     (run_dir / "run.json").write_text(json.dumps({"params": asdict(params), "run_id": run_id}, indent=1))
@@ -129,10 +130,11 @@ def run_lab(out: Path, params: LabParams, *, run_id: str | None = None, progress
 
 
 def rebuild_report(run_dir: Path, *, progress: bool = True) -> Path:
-    """Re-render the report of an earlier run from the store (the studies reuse every stored point)."""
+    """Re-render the report of an earlier run, in place, with its parameters: every point in the store is
+    reused (the command says how many); what the store lacks is computed again."""
     run_dir = Path(run_dir)
     spec = run_dir / "run.json"
     if not spec.is_file():
         raise ValueError(f"{run_dir} is not a lab run directory (no run.json)")
     saved = json.loads(spec.read_text())
-    return run_lab(run_dir.parent, LabParams(**saved["params"]), run_id=saved["run_id"], progress=progress)
+    return run_lab(run_dir.parent, LabParams(**saved["params"]), run_id=run_dir.name, progress=progress)

@@ -34,7 +34,7 @@ from ..report import Figure, Table  # noqa: E402
 from ..training.corpus import load_corpus  # noqa: E402
 from ..training.model import ModelConfig  # noqa: E402
 from ..training.trainer import TrainConfig, train  # noqa: E402
-from .common import StudyOutput, prepare_out_dir, resolve_params  # noqa: E402
+from .common import StudyOutput, definition_id, prepare_out_dir, resolve_params  # noqa: E402
 from .store import ResultStore  # noqa: E402
 from .sweep import run_sweep  # noqa: E402
 
@@ -78,7 +78,8 @@ def points(p: Mapping[str, Any], seed: int, corpus_sha256: str, threads: int) ->
                           eval_every=p["eval_every"], checkpoint_every=p["eval_every"],
                           trace_steps=(p["steps"],) if recipe == BASELINE else (),
                           trace_max_bytes=int(p["trace_max_mb"] * (1 << 20)))
-        out.append({**cfg.as_dict(), "corpus_sha256": corpus_sha256, "threads": threads})
+        out.append({**cfg.as_dict(), "corpus_sha256": corpus_sha256, "threads": threads, "torch": torch.__version__,
+                    "recipe_def": definition_id(get_training_recipe(recipe))})
     return out
 
 
@@ -107,7 +108,7 @@ def run(store: ResultStore, out_dir: Path, *, quick: bool = False, seed: int = 0
     p = resolve_params(STUDY, params, {**(QUICK if quick else FULL), **COMMON})
     _check(p)
     out_dir = prepare_out_dir(out_dir)
-    runs = prepare_out_dir(runs_dir or Path(store.path).parent / "train_runs")
+    runs = prepare_out_dir(runs_dir or Path(store.path).parent / "train_runs").resolve()
     corpus = load_corpus()
     threads = torch.get_num_threads() if jobs == 1 and dask is None else 1
     pts = points(p, seed, corpus.sha256, threads)

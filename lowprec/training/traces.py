@@ -6,8 +6,9 @@ On-disk format (``TRACE_FORMAT``, version ``TRACE_VERSION``), a directory with:
   before quantisation, named ``<layer>.x`` (input, tokens x in), ``<layer>.w`` (weight, out x in),
   ``<layer>.dy`` (output gradient, tokens x out) for every quantised linear, and
   ``<moe layer>.dispatch`` (the tokens sent to the experts, tokens x d_model) and ``<moe layer>.combine``
-  (every expert output sent back, (tokens * top_k) x d_model). Stored in ``dtype`` (bfloat16 for a BF16
-  run, where it is exact: those are the values the BF16 GEMMs consumed; float32 otherwise).
+  (every expert output sent back, (tokens * top_k) x d_model). Stored in ``dtype``: bfloat16 for a BF16
+  run -- exact for the GEMM operands (the values the BF16 GEMMs consumed); the dispatch/combine
+  activations are rounded to BF16 when stored, as a BF16 all-to-all sends them -- float32 otherwise.
 * ``index.json``: ``format``, ``version``, the run's ``config`` and ``corpus_sha256``, and per file its
   ``step``, ``sha256``, ``bytes`` and ``tensors`` (name -> dtype, shape), the GEMMs (``gemms``: layer,
   kind fprop/dgrad/wgrad, and which stored tensors form A (M x K) and B (K x N), transposed or not),
@@ -40,6 +41,9 @@ GEMM_OPERANDS = {   # kind -> ((tensor, transposed) for A, (tensor, transposed) 
 }
 
 
+_ENTRY_KEYS = frozenset({"file", "step", "sha256", "bytes", "gemms", "tensors"})
+
+
 class TraceError(ValueError):
     """A trace that cannot be trusted: wrong format or version, missing, truncated or edited files."""
 
@@ -61,6 +65,13 @@ class TraceRecorder:
         self._tensors: dict[str, torch.Tensor] = {}
         self._step: int | None = None
         self._bytes = 0
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps so that a resumed run records exactly what an uninterrupted one would."""
+        return {"files": list(self.files), "skipped": list(self.skipped), "bytes": self._bytes}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.files, self.skipped, self._bytes = list(state["files"]), list(state["skipped"]), int(state["bytes"])
 
     @property
     def bytes_written(self) -> int:
@@ -197,7 +208,12 @@ def load_trace(path: Path | str) -> Trace:
     if index.get("version") != TRACE_VERSION:
         raise TraceError(f"{idx_path} has trace version {index.get('version')!r}; this lab reads version "
                          f"{TRACE_VERSION}")
-    for f in index.get("files", []):
+    files = index.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, dict) and _ENTRY_KEYS <= set(f) for f in files):
+        raise TraceError(f"{idx_path} lists files without the keys {sorted(_ENTRY_KEYS)}")
+    for f in files:
+        if not isinstance(f["file"], str) or Path(f["file"]).name != f["file"]:
+            raise TraceError(f"{idx_path} names a file outside the trace directory: {f['file']!r}")
         p = path / f["file"]
         if not p.is_file():
             raise TraceError(f"{p} is listed in the index but missing")

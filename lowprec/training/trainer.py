@@ -166,7 +166,7 @@ def train(config: TrainConfig, out: Path | str, *, corpus: Corpus | None = None,
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
     rows: list[dict[str, Any]] = []
     start = 0
-    trace_state: dict[str, Any] = {"files": [], "skipped": []}
+    trace_state: dict[str, Any] = {"files": [], "skipped": [], "bytes": 0}
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=False)
         if ckpt.get("key") == key:
@@ -177,7 +177,7 @@ def train(config: TrainConfig, out: Path | str, *, corpus: Corpus | None = None,
     trace_dtype = torch.bfloat16 if isinstance(recipe, RoundedRecipe) and recipe.fmt == "bf16" else torch.float32
     recorder = TraceRecorder(run_dir / "trace", dtype=trace_dtype, max_bytes=config.trace_max_bytes,
                              meta={"config": config.as_dict(), "corpus_sha256": corpus.sha256, "run_key": key})
-    recorder.files, recorder.skipped = list(trace_state["files"]), list(trace_state["skipped"])
+    recorder.restore(trace_state)
     bar = tqdm(range(start + 1, config.steps + 1), initial=start, total=config.steps, disable=not progress,
                desc=f"train {config.recipe}", unit="step", leave=False)
     for step in bar:
@@ -210,7 +210,7 @@ def train(config: TrainConfig, out: Path | str, *, corpus: Corpus | None = None,
         bar.set_postfix(loss=f"{ce.item():.3f}")
         if step % config.checkpoint_every == 0 or step == config.steps:
             _save_atomic({"key": key, "model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                          "rows": rows, "trace": {"files": recorder.files, "skipped": recorder.skipped}}, ckpt_path)
+                          "rows": rows, "trace": recorder.state()}, ckpt_path)
             _write_metrics(rows, metrics_path)
         if on_step is not None:
             on_step(step)
