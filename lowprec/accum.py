@@ -384,20 +384,24 @@ def _check_exact_budget(model: AccumulatorModel, K: int) -> None:
 
 
 def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tensor | None = None, *,
-                    check_inputs: bool = True, backend: str = "eager") -> torch.Tensor:
+                    check_inputs: bool = True, backend: str = "auto") -> torch.Tensor:
     """``c + a @ b`` (float32, M x N) computed as the accumulator ``model`` computes it, bit for bit.
 
     ``a`` (M x K) and ``b`` (K x N) hold values of the model's input formats (checked unless
     ``check_inputs=False``); ``c`` is an optional float32 initial accumulator. Work is chunked along K
     one group at a time, so memory is O(M * N * group_size) (eager) or O(M * N) (``backend="compiled"``,
     the same function fused by torch.compile; ``backend="native"``, the C build of ``cuda_ext/``'s
-    shared header, for aligned models with <= 8-bit inputs: see ``native_unsupported``). Same bits.
+    shared header, for aligned models with <= 8-bit inputs: see ``native_unsupported``). ``"auto"``
+    (the default) is native where ``native_unsupported`` allows it, else eager (never compiled). Same bits.
     """
-    if backend not in (*BACKENDS, "native"):
-        raise ValueError(f"unknown backend {backend!r}; expected one of {(*BACKENDS, 'native')}")
+    backends = ("auto", *BACKENDS, "native")
+    if backend not in backends:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {backends}")
     model = get_accumulator(model)
     a, b = _check_operand(a, "a"), _check_operand(b, "b")
-    if backend == "native" and (why := native_unsupported(model, a.device)):
+    if backend == "auto":
+        backend = "native" if native_unsupported(model, a.device) is None else "eager"
+    elif backend == "native" and (why := native_unsupported(model, a.device)):
         raise ValueError(why)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"shape mismatch: a is {tuple(a.shape)}, b is {tuple(b.shape)}")

@@ -27,6 +27,10 @@ Numerical contract
   the smallest normal. Their decode maps biased-exponent-0 codes to zero.
 * ``decode`` returns float32 when every value of the format is a float32 (all formats <= 16 bits and
   E8M13, TF32, FP32), float64 otherwise.
+* Backends (``CAST_BACKENDS``) give the same bits: ``eager`` is the integer-arithmetic encoder above;
+  ``compiled`` fuses it with torch.compile; ``auto`` (the default) takes torch's own cast for RNE of
+  float32, float16 and bfloat16 CPU tensors to a format torch has a dtype for (``TORCH_CASTS``), the
+  eager encoder's results for its NaN, Inf and overflowing elements, and the eager encoder otherwise.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ from .formats import FloatFormat, get_format
 TORCH_FLOAT8: dict[str, torch.dtype] = {   # formats torch has a dtype for (its casts are RNE: tested)
     "e4m3fn": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2, "e4m3fnuz": torch.float8_e4m3fnuz,
     "e5m2fnuz": torch.float8_e5m2fnuz}
+# the formats backend="auto" rounds to with torch's cast (RNE from float32 in range: tests/test_rounding.py)
+TORCH_CASTS: dict[FloatFormat, torch.dtype] = {
+    **{get_format(name): dtype for name, dtype in TORCH_FLOAT8.items()},
+    get_format("bf16"): torch.bfloat16, get_format("fp16"): torch.float16}
 ROUNDINGS: tuple[str, ...] = ("rne", "rna", "rtz", "rup", "rdown", "rto", "stochastic")
 _ROUNDING_ALIASES = {
     "nearest": "rne", "nearest_even": "rne", "even": "rne", "rn": "rne",
@@ -282,6 +290,7 @@ def _quantize_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: b
 
 
 BACKENDS: tuple[str, ...] = ("eager", "compiled")
+CAST_BACKENDS: tuple[str, ...] = ("auto", *BACKENDS)       # encode and quantize
 
 
 @functools.lru_cache(maxsize=None)
@@ -298,8 +307,8 @@ def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Gen
     """Validate everything before any work: (tensor, was_numpy, format, rounding, random bits)."""
     fmt = get_format(fmt)
     rounding = canonical_rounding(rounding)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend not in CAST_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {CAST_BACKENDS}")
     t, was_numpy = _as_float_tensor(x, what)
     _validate_special_inputs(t, fmt)
     rand = (_random_bits(t.shape, t.device, sr_bits, generator, random_bits)
@@ -307,22 +316,92 @@ def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Gen
     return t, was_numpy, fmt, rounding, rand
 
 
+def _torch_cast_dtype(t: torch.Tensor, fmt: FloatFormat, rounding: str) -> torch.dtype | None:
+    """The dtype whose torch cast ``backend="auto"`` rounds ``t`` with, or None (the eager encoder): RNE of
+    a float32, float16 or bfloat16 CPU tensor (widened exactly to float32; torch casts float64 through
+    float32, a double rounding) to a format of ``TORCH_CASTS``, outside torch.compile (whose bit-cast of
+    float8 tensors lost values in torch 2.13: see ``scaling._cast_rne_saturated``)."""
+    if (rounding != "rne" or t.dtype not in (torch.float32, torch.float16, torch.bfloat16) or t.device.type != "cpu"
+            or torch.compiler.is_compiling()):
+        return None
+    return TORCH_CASTS.get(fmt)
+
+
+@functools.cache
+def _overflow_threshold(fmt: FloatFormat) -> float:
+    """The smallest float32 whose RNE result exceeds ``fmt.max``: the midpoint between max and the next step
+    up when max's code is odd (the tie goes to the even code above), else the float32 just above it
+    (E4M3: 464 -> 448, but 464.00003 -> NaN)."""
+    mid = fmt.max + math.ldexp(1.0, fmt.emax - fmt.mbits - 1)
+    return mid if fmt.max_code & 1 else float(np.nextafter(np.float32(mid), np.float32(np.inf)))
+
+
+def _cast_codes(y: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """The codes (``code_dtype``) of a tensor ``y`` of ``fmt``'s torch dtype: its bits."""
+    return y.view(torch.uint8) if fmt.bits == 8 else y.view(torch.uint16).to(torch.int32)
+
+
+def _maybe_special(y: torch.Tensor, fmt: FloatFormat) -> bool:
+    """False when the codes of torch's 8-bit result ``y`` prove that no input was NaN, Inf or overflowed:
+    every magnitude code is below ``max_code`` and no code is 0x80 in fnuz formats. torch maps such inputs
+    to max (E4M3FN saturates) or to an Inf/NaN code (the others; tests/test_rounding.py checks every
+    special input), so this holds whichever it does. Two reductions over the codes, far cheaper than one
+    over the float32 inputs. True for 16-bit formats (no cheap test of their codes)."""
+    if fmt.bits != 8:
+        return True
+    lo, hi = torch.aminmax(y.view(torch.int8))                   # hi: the largest code of a positive value
+    top = y.view(torch.uint8).max()                               # the largest code of a negative value
+    fnuz_nan = fmt.special == "fnuz" and bool(lo == -128)
+    return fnuz_nan or bool(hi >= fmt.max_code) or bool(top >= (fmt.sign_mask | fmt.max_code))
+
+
+def _torch_round(t: torch.Tensor, fmt: FloatFormat,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(y, special)``: torch's cast ``y`` (contiguous) of ``t`` (widened to float32) to ``dtype`` (see
+    ``_torch_cast_dtype``), RNE and so the lab's result for every finite value below the overflow
+    threshold (tests/test_rounding.py), and the flat indices of the other elements (NaN, +-Inf, overflow),
+    whose results the caller takes from the eager encoder, or None when there are none (decided by
+    ``_maybe_special``, then one min/max pass over the inputs)."""
+    x = t.detach().float().contiguous()
+    y = x.to(dtype)
+    if x.numel() == 0 or not _maybe_special(y, fmt):
+        return y, None
+    threshold = _overflow_threshold(fmt)
+    lo, hi = torch.aminmax(x)                                     # NaN propagates: then both compare False
+    if bool((lo > -threshold) & (hi < threshold)):
+        return y, None
+    inside = x > -threshold
+    inside &= x < threshold
+    return y, inside.logical_not_().view(-1).nonzero().squeeze(1)
+
+
 def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False,
            generator: torch.Generator | None = None, random_bits: torch.Tensor | None = None,
-           sr_bits: int = 32, backend: str = "eager") -> Any:
+           sr_bits: int = 32, backend: str = "auto") -> Any:
     """Round ``x`` to ``fmt`` and return the integer codes (see the module doc for the full contract).
 
     ``x``: floating torch tensor (any device) or numpy array (numpy in -> numpy out).
     ``rounding``: one of ``ROUNDINGS``; ``stochastic`` draws ``sr_bits`` random bits per element from
     ``generator`` (reproducible) unless ``random_bits`` (integers in [0, 2^sr_bits)) are passed.
     ``saturate``: overflow and Inf go to +-max instead of Inf/NaN.
-    ``backend``: ``"eager"`` (op by op, no compiler needed) or ``"compiled"`` (the same function fused by
-    torch.compile: the same bits, far faster on large tensors, a one-off compile per format and mode).
+    ``backend``: ``"auto"`` (the default: torch's cast, with the eager encoder's codes for NaN, Inf and
+    overflowing elements, for RNE of float32/float16/bfloat16 CPU tensors to ``TORCH_CASTS``' formats;
+    else eager), ``"eager"`` (op by op, no compiler needed) or ``"compiled"`` (the same function fused
+    by torch.compile: far faster than eager on large tensors, a one-off compile per format and mode).
+    Every backend gives the same bits.
     """
     t, was_numpy, fmt, rounding, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
                                                  "encode")
-    core = compiled(_encode_core) if backend == "compiled" else _encode_core
-    code = core(t, fmt, rounding, bool(saturate), rand, sr_bits)
+    dtype = _torch_cast_dtype(t, fmt, rounding) if backend == "auto" else None
+    if dtype is not None:
+        y, special = _torch_round(t, fmt, dtype)
+        code = _cast_codes(y, fmt)
+        if special is not None:
+            code.view(-1)[special] = _encode_core(t.detach().reshape(-1)[special], fmt, rounding, bool(saturate),
+                                                  None, sr_bits)
+    else:
+        core = compiled(_encode_core) if backend == "compiled" else _encode_core
+        code = core(t, fmt, rounding, bool(saturate), rand, sr_bits)
     return code.numpy() if was_numpy else code
 
 
@@ -407,7 +486,7 @@ def _finish_decode(out: torch.Tensor, was_numpy: bool) -> Any:
 
 def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False,
              generator: torch.Generator | None = None, random_bits: torch.Tensor | None = None,
-             sr_bits: int = 32, backend: str = "eager", out_dtype: torch.dtype | None = None) -> Any:
+             sr_bits: int = 32, backend: str = "auto", out_dtype: torch.dtype | None = None) -> Any:
     """``decode(encode(x))`` without materialising codes for <= 16-bit formats: ``x`` rounded to
     ``fmt``, as ``out_dtype`` -- by default the input's dtype when that holds every value of the
     format exactly, else ``decode``'s dtype. Arguments as for ``encode``."""
@@ -415,7 +494,14 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
                                                  "quantize")
     if out_dtype is None:
         out_dtype = t.dtype if holds(t.dtype, fmt) else decode_dtype(fmt)
-    if fmt.bits <= 16:
+    dtype = _torch_cast_dtype(t, fmt, rounding) if backend == "auto" else None
+    if dtype is not None:                                          # torch's exact widening of its rounded values
+        y, special = _torch_round(t, fmt, dtype)
+        vals = y.float()
+        if special is not None:
+            vals.view(-1)[special] = _quantize_core(t.detach().reshape(-1)[special], fmt, rounding, bool(saturate),
+                                                    None, sr_bits, _decode_table(fmt, t.device))
+    elif fmt.bits <= 16:
         core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
         vals = core(t, fmt, rounding, bool(saturate), rand, sr_bits, _decode_table(fmt, t.device))
     else:

@@ -235,7 +235,8 @@ def test_native_covers_the_fp8_presets():
 def test_native_backend_matches_eager(model, ops):
     """The C build of cuda_ext/lowprec_accum.h computes the same bits as the torch implementation."""
     a, b, c = ops
-    assert_same(lp.emulated_matmul(a, b, model, c, backend="native"), lp.emulated_matmul(a, b, model, c))
+    assert_same(lp.emulated_matmul(a, b, model, c, backend="native"),
+                lp.emulated_matmul(a, b, model, c, backend="eager"))
 
 
 def test_native_backend_refuses_what_it_does_not_cover():
@@ -270,3 +271,19 @@ def test_cuda_native_backend_matches_cpu(name):
     c = torch.randn(64, 40, generator=g)
     got = lp.emulated_matmul(a.cuda(), b.cuda(), name, c.cuda(), backend="native").cpu()
     assert_same(got, lp.emulated_matmul(a, b, name, c))
+
+
+@pytest.mark.parametrize("name", ["hopper_fp8", "hopper_fp8_promoted", "ada_fp8", "blackwell_fp8"])
+def test_auto_backend_matches_eager(name, monkeypatch):
+    """The default backend ("auto") is native where native_unsupported allows it, else eager: the same bits
+    as eager either way (Inf and NaN inputs, a seed c, K not a multiple of the group)."""
+    g = torch.Generator().manual_seed(17)
+    a = lp.quantize(torch.randn(9, 300, generator=g) * 3, "e4m3", saturate=True)
+    b = lp.quantize(torch.randn(300, 7, generator=g), "e4m3", saturate=True)
+    a[0, 5], b[9, 2] = math.inf, math.nan
+    c = torch.randn(9, 7, generator=g)
+    calls = []
+    native = lp.accum._native_matmul
+    monkeypatch.setattr(lp.accum, "_native_matmul", lambda *args: calls.append(1) or native(*args))
+    assert_same(lp.emulated_matmul(a, b, name, c), lp.emulated_matmul(a, b, name, c, backend="eager"))
+    assert len(calls) == (lp.accum.native_unsupported(lp.get_accumulator(name), a.device) is None)

@@ -165,8 +165,8 @@ TORCH_SATURATES = {"e4m3fn": True}
 def test_rne_matches_torch_cast(name):
     x = _wide_sample(1_000_000, 2)
     ref = x.to(TORCH_DTYPES[name]).double().numpy()
-    ours = lp.quantize(x, name, saturate=TORCH_SATURATES.get(name, False)).double().numpy()
-    assert same_bits(ours, ref).all()
+    ours = lp.quantize(x, name, saturate=TORCH_SATURATES.get(name, False), backend="eager").double().numpy()
+    assert same_bits(ours, ref).all()                  # the readable encoder, not auto (which is torch's cast)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
@@ -382,3 +382,108 @@ def test_round_exact_matches_vectorised(data):
     ours = lp.quantize(torch.tensor(vals, dtype=torch.float64), fmt, rounding, saturate=sat, out_dtype=torch.float64)
     ref = np.array([round_exact(Fraction(v), fmt, rounding, saturate=sat) for v in vals])
     assert same_bits(ours.numpy(), ref).all()
+
+
+# ---- backend="auto" (torch's cast where it gives the same bits) == eager ---------------------------
+AUTO_FORMATS = sorted(lp.rounding.TORCH_CASTS, key=lambda f: f.name)
+F32_NANS = [0x7FC00000, 0x7F800001, 0x7FBFFFFF, 0x7FFFFFFF, 0x7FC00001, 0xFFC00000, 0xFF800001, 0xFFFFFFFF]
+
+
+def _f32(bits: list[int] | torch.Tensor) -> torch.Tensor:
+    """float32 values of 32-bit patterns (ints in [0, 2^32))."""
+    b = torch.as_tensor(bits, dtype=torch.int64)
+    return torch.where(b >= 1 << 31, b - (1 << 32), b).to(torch.int32).view(torch.float32)
+
+
+def _auto_boundaries(fmt: FloatFormat) -> torch.Tensor:
+    """Every float32 within 2 ulps of a rounding decision of ``fmt``, both signs: every value, every midpoint
+    of adjacent values, the overflow midpoint above max, half the smallest subnormal, 0; then +-0, +-Inf,
+    the float32 extremes and NaNs with assorted payloads and signs."""
+    lo, hi, _, _ = _neighbours(fmt)
+    ulp_max = 2.0 ** (fmt.emax - fmt.mbits)
+    points = torch.cat([lo, hi, (lo + hi) / 2, torch.tensor([fmt.max + ulp_max / 2, fmt.min_subnormal / 2])])
+    assert torch.equal(points.float().double(), points)                  # every decision point is a float32
+    bits = points.float().view(torch.int32).long().unique()
+    near = (bits[:, None] + torch.arange(-2, 3)).flatten().clamp(0, 0x7F800000).unique()
+    special = [0x7F800000, 0x7F7FFFFF, 0x00000001, 0x007FFFFF, 0x00800000, *F32_NANS]
+    mags = torch.cat([near, torch.tensor(special)])
+    return _f32(torch.cat([mags, mags | (1 << 31)]))
+
+
+def _same_codes_and_values(x: torch.Tensor, fmt: FloatFormat, saturate: bool,
+                           out_dtypes: tuple[torch.dtype | None, ...] = (None,)) -> None:
+    """encode and quantize (to each of ``out_dtypes``) by backend="auto" equal eager, every bit."""
+    assert torch.equal(lp.encode(x, fmt, saturate=saturate), lp.encode(x, fmt, saturate=saturate, backend="eager"))
+    for out_dtype in out_dtypes:
+        a = lp.quantize(x, fmt, saturate=saturate, out_dtype=out_dtype)
+        e = lp.quantize(x, fmt, saturate=saturate, out_dtype=out_dtype, backend="eager")
+        view = {torch.float64: torch.int64, torch.float32: torch.int32}.get(a.dtype, torch.int16)
+        assert a.dtype == e.dtype and torch.equal(a.view(view), e.view(view)), out_dtype
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+@pytest.mark.parametrize("fmt", AUTO_FORMATS, ids=_ids(AUTO_FORMATS))
+def test_auto_equals_eager_on_every_boundary(fmt, saturate):
+    """float32 near every rounding boundary and special value; other layouts (strided, 2-D, offset, one by
+    one: torch's other loops) on the whole set for 8-bit formats, on 20k of its values for 16-bit ones."""
+    assert lp.rounding._torch_cast_dtype(torch.ones(1), fmt, "rne") is lp.rounding.TORCH_CASTS[fmt]
+    x = _auto_boundaries(fmt)
+    _same_codes_and_values(x, fmt, saturate, (None, torch.float64, torch.float16))
+    x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:20_000]]
+    _same_codes_and_values(torch.stack([x, -x], 1)[:, 0], fmt, saturate)           # non-contiguous
+    _same_codes_and_values(x[: x.numel() // 8 * 8].view(8, -1).t(), fmt, saturate)
+    _same_codes_and_values(x[1:], fmt, saturate)                                    # another vector alignment
+    for v in x[:50]:
+        _same_codes_and_values(v.reshape(1), fmt, saturate)                        # scalar loops
+        _same_codes_and_values(v.reshape(()), fmt, saturate)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_auto_equals_eager_on_every_half_precision_input(dtype):
+    """All 2^16 float16 / bfloat16 bit patterns (NaNs included), to every format auto casts to."""
+    x = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(dtype)
+    for fmt in AUTO_FORMATS:
+        for saturate in (False, True):
+            _same_codes_and_values(x, fmt, saturate)
+
+
+@pytest.mark.parametrize("fmt", AUTO_FORMATS, ids=_ids(AUTO_FORMATS))
+def test_auto_special_values_anywhere_in_a_large_tensor(fmt):
+    """One NaN (payloads, either sign), Inf or overflowing value at any vector lane of a large tensor, or
+    alone in a 0-dim tensor, takes the lab's rule; empty and in-range tensors too."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(1029, generator=g) * min(fmt.max / 8, 1e4)
+    threshold = lp.rounding._overflow_threshold(fmt)                 # the smallest float32 that overflows
+    below, at = lp.quantize(torch.tensor([np.nextafter(np.float32(threshold), np.float32(0)), threshold]), fmt,
+                            backend="eager").tolist()
+    assert below == fmt.max and not np.isfinite(at)
+    bad = [*_f32([0x7FC00000, 0xFF800001, 0x7FFFFFFF]).tolist(), np.inf, -np.inf, threshold, -threshold,
+           float(np.nextafter(np.float32(threshold), np.float32(0)))]
+    for saturate in (False, True):
+        _same_codes_and_values(torch.empty(0), fmt, saturate)
+        _same_codes_and_values(base, fmt, saturate)
+        for v in bad:
+            _same_codes_and_values(torch.tensor(v, dtype=torch.float32), fmt, saturate)     # 0-dim
+        for pos in (0, 7, 8, 15, 16, 1028):
+            for v in bad:
+                x = base.clone()
+                x[pos] = v
+                _same_codes_and_values(x, fmt, saturate)
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=64), st.sampled_from(AUTO_FORMATS), st.booleans())
+def test_auto_equals_eager_on_random_bit_patterns(bits, fmt, saturate):
+    _same_codes_and_values(_f32(bits), fmt, saturate, (None, torch.float64))
+
+
+def test_auto_takes_eager_where_torch_would_differ():
+    """float64 (torch double-rounds through float32), other modes and formats: the eager encoder."""
+    x = torch.ones(3)
+    rule = lp.rounding._torch_cast_dtype
+    assert rule(x.double(), lp.get_format("e4m3"), "rne") is None
+    assert rule(x, lp.get_format("e4m3"), "rna") is None
+    assert rule(x, lp.get_format("e2m1"), "rne") is None
+    x64 = torch.tensor([1.0 + 1 / 16 + 2.0**-40], dtype=torch.float64)   # above an E4M3 tie only in float64
+    assert lp.encode(x64, "e4m3").item() == lp.encode(x64, "e4m3", backend="eager").item() == 0x39
+    with pytest.raises(ValueError, match="unknown backend"):
+        lp.quantize(x, "e4m3", backend="native")
