@@ -316,11 +316,11 @@ def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Gen
     return t, was_numpy, fmt, rounding, rand
 
 
-def _torch_cast_dtype(t: torch.Tensor, fmt: FloatFormat, rounding: str) -> torch.dtype | None:
+def torch_cast_dtype(t: torch.Tensor, fmt: FloatFormat, rounding: str) -> torch.dtype | None:
     """The dtype whose torch cast ``backend="auto"`` rounds ``t`` with, or None (the eager encoder): RNE of
     a float32, float16 or bfloat16 CPU tensor (widened exactly to float32; torch casts float64 through
     float32, a double rounding) to a format of ``TORCH_CASTS``, outside torch.compile (whose bit-cast of
-    float8 tensors lost values in torch 2.13: see ``scaling._cast_rne_saturated``)."""
+    float8 tensors lost the values of ragged tiles in torch 2.13)."""
     if (rounding != "rne" or t.dtype not in (torch.float32, torch.float16, torch.bfloat16) or t.device.type != "cpu"
             or torch.compiler.is_compiling()):
         return None
@@ -358,7 +358,7 @@ def _maybe_special(y: torch.Tensor, fmt: FloatFormat) -> bool:
 def _torch_round(t: torch.Tensor, fmt: FloatFormat,
                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(y, special)``: torch's cast ``y`` (contiguous) of ``t`` (widened to float32) to ``dtype`` (see
-    ``_torch_cast_dtype``), RNE and so the lab's result for every finite value below the overflow
+    ``torch_cast_dtype``), RNE and so the lab's result for every finite value below the overflow
     threshold (tests/test_rounding.py), and the flat indices of the other elements (NaN, +-Inf, overflow),
     whose results the caller takes from the eager encoder, or None when there are none (decided by
     ``_maybe_special``, then one min/max pass over the inputs)."""
@@ -392,7 +392,7 @@ def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: b
     """
     t, was_numpy, fmt, rounding, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
                                                  "encode")
-    dtype = _torch_cast_dtype(t, fmt, rounding) if backend == "auto" else None
+    dtype = torch_cast_dtype(t, fmt, rounding) if backend == "auto" else None
     if dtype is not None:
         y, special = _torch_round(t, fmt, dtype)
         code = _cast_codes(y, fmt)
@@ -494,7 +494,7 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
                                                  "quantize")
     if out_dtype is None:
         out_dtype = t.dtype if holds(t.dtype, fmt) else decode_dtype(fmt)
-    dtype = _torch_cast_dtype(t, fmt, rounding) if backend == "auto" else None
+    dtype = torch_cast_dtype(t, fmt, rounding) if backend == "auto" else None
     if dtype is not None:                                          # torch's exact widening of its rounded values
         y, special = _torch_round(t, fmt, dtype)
         vals = y.float()

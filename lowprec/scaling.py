@@ -45,8 +45,8 @@ from typing import Any, Literal
 import torch
 
 from .formats import E8M0, FloatFormat, get_format
-from .rounding import (BACKENDS, TORCH_FLOAT8, _encode_core, add_round_to_odd, compiled, decode, encode, floor_log2, pow2,
-                       round_values)
+from .rounding import (BACKENDS, _encode_core, add_round_to_odd, compiled, decode, encode, floor_log2, pow2,
+                       round_values, torch_cast_dtype)
 
 SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
 MX_RULES = ("floor", "ceil", "even", "rceil")
@@ -438,13 +438,11 @@ def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], 
 
 
 def _cast_rne_saturated(y: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
-    """Codes of finite ``y``, RNE with saturation. For float32 ``y`` and a format torch has, torch's own cast
-    of the clamped values (RNE, the same bits as ``encode``: tests/test_rounding.py proves it on a
-    million values per format); otherwise the lab's encoder. (torch casts float64 through float32, a
-    double rounding, so float64 always takes the encoder; so does torch.compile, whose bit-cast of a float8
-    tensor lost the values of ragged tiles in torch 2.13.)"""
-    tdtype = TORCH_FLOAT8.get(fmt.name)
-    if tdtype is None or y.dtype != torch.float32 or torch.compiler.is_compiling():
+    """Codes of finite ``y``, RNE with saturation: torch's own cast of the clamped values where
+    ``rounding.torch_cast_dtype`` says it gives ``encode``'s bits (an 8-bit format torch has, a float32 CPU
+    tensor, outside torch.compile); otherwise the lab's encoder."""
+    tdtype = torch_cast_dtype(y, fmt, "rne") if fmt.bits == 8 else None
+    if tdtype is None:
         return _encode_core(y, fmt, "rne", True, None, 32)
     return torch.clamp(y, -fmt.max, fmt.max).to(tdtype).view(torch.uint8)
 

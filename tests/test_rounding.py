@@ -426,7 +426,7 @@ def _same_codes_and_values(x: torch.Tensor, fmt: FloatFormat, saturate: bool,
 def test_auto_equals_eager_on_every_boundary(fmt, saturate):
     """float32 near every rounding boundary and special value; other layouts (strided, 2-D, offset, one by
     one: torch's other loops) on the whole set for 8-bit formats, on 20k of its values for 16-bit ones."""
-    assert lp.rounding._torch_cast_dtype(torch.ones(1), fmt, "rne") is lp.rounding.TORCH_CASTS[fmt]
+    assert lp.rounding.torch_cast_dtype(torch.ones(1), fmt, "rne") is lp.rounding.TORCH_CASTS[fmt]
     x = _auto_boundaries(fmt)
     _same_codes_and_values(x, fmt, saturate, (None, torch.float64, torch.float16))
     x = x[torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))[:20_000]]
@@ -479,7 +479,7 @@ def test_auto_equals_eager_on_random_bit_patterns(bits, fmt, saturate):
 def test_auto_takes_eager_where_torch_would_differ():
     """float64 (torch double-rounds through float32), other modes and formats: the eager encoder."""
     x = torch.ones(3)
-    rule = lp.rounding._torch_cast_dtype
+    rule = lp.rounding.torch_cast_dtype
     assert rule(x.double(), lp.get_format("e4m3"), "rne") is None
     assert rule(x, lp.get_format("e4m3"), "rna") is None
     assert rule(x, lp.get_format("e2m1"), "rne") is None
