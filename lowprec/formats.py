@@ -185,6 +185,7 @@ E4M3FNUZ = register_format(FloatFormat("e4m3fnuz", 4, 3, 8, "fnuz", aliases=("fl
 E5M2FNUZ = register_format(FloatFormat("e5m2fnuz", 5, 2, 16, "fnuz", aliases=("float8_e5m2fnuz", "f8e5m2fnuz")))
 E8M0 = register_format(FloatFormat("e8m0", 8, 0, 127, "fn", signed=False, subnormals=False, has_zero=False,
                                    aliases=("e8m0fnu", "float8_e8m0fnu", "ue8m0", "ocp_e8m0")))
+UE4M3 = register_format(FloatFormat("ue4m3", 4, 3, 7, "fn", signed=False, aliases=("e4m3_unsigned",)))
 E2M3 = register_format(FloatFormat("e2m3", 2, 3, 1, "finite", aliases=("fp6_e2m3", "float6_e2m3fn", "e2m3fn")))
 E3M2 = register_format(FloatFormat("e3m2", 3, 2, 3, "finite", aliases=("fp6_e3m2", "float6_e3m2fn", "e3m2fn")))
 E2M1 = register_format(FloatFormat("e2m1", 2, 1, 1, "finite", aliases=("fp4", "fp4_e2m1", "float4_e2m1fn", "e2m1fn")))

@@ -36,7 +36,8 @@ CUSTOM = [
     AccumulatorModel("g16_promote32", group_size=16, promote_every=32, acc_format="fp16", acc_rounding="rne"),
     AccumulatorModel("e5m2_fp32", ("e5m2", "e4m3fn"), group_size=8, align_bits=None, acc_format="fp32"),
 ]
-FP8_MODELS = [m for m in lp.list_accumulators() if m.input_formats[0] in ("e4m3fn",)] + CUSTOM
+FP8_MODELS = [m for m in lp.list_accumulators()
+              if m.input_formats == ("e4m3fn", "e4m3fn") and m.block_scale is None] + CUSTOM
 
 
 @st.composite

@@ -11,7 +11,6 @@ import math
 
 import pytest
 import torch
-from test_accum import reference_matmul
 
 import lowprec as lp
 from lowprec.accum import AccumulatorModel
@@ -48,11 +47,29 @@ CASES = [(m, be) for m in MODELS for be in backends(m)]
 IDS = [f"{m.name}-{be}" for m, be in CASES]
 
 
+def unit_scales(model: AccumulatorModel, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scales of 1 for a block-scaled model (its zeros behave as any model's), nothing otherwise."""
+    if model.block_scale is None:
+        return {}
+    nb = -(-a.shape[1] // model.block_scale.block)
+    return {"a_scales": torch.ones(a.shape[0], nb), "b_scales": torch.ones(nb, b.shape[1])}
+
+
 def run(a: torch.Tensor, b: torch.Tensor, model: AccumulatorModel, backend: str,
         c: torch.Tensor | None = None) -> torch.Tensor:
     if backend == "cuda":
-        return lp.emulated_matmul(a.cuda(), b.cuda(), model, None if c is None else c.cuda(), backend="native").cpu()
-    return lp.emulated_matmul(a, b, model, c, backend=backend)
+        sc = {k: v.cuda() for k, v in unit_scales(model, a, b).items()}
+        return lp.emulated_matmul(a.cuda(), b.cuda(), model, None if c is None else c.cuda(), backend="native",
+                                  **sc).cpu()
+    return lp.emulated_matmul(a, b, model, c, backend=backend, **unit_scales(model, a, b))
+
+
+def reference(a: torch.Tensor, b: torch.Tensor, model: AccumulatorModel, c: torch.Tensor) -> torch.Tensor:
+    """``reference_dot`` per output element (scales of 1 for a block-scaled model)."""
+    nb = -(-a.shape[1] // model.block_scale.block) if model.block_scale else 0
+    sc = {"a_scales": [1.0] * nb, "b_scales": [1.0] * nb} if model.block_scale else {}
+    return torch.tensor([[lp.reference_dot(a[i].tolist(), b[:, j].tolist(), model, float(c[i, j]), **sc)
+                          for j in range(b.shape[1])] for i in range(a.shape[0])], dtype=torch.float32)
 
 
 def assert_bits(got: torch.Tensor, want: torch.Tensor) -> None:
@@ -61,7 +78,7 @@ def assert_bits(got: torch.Tensor, want: torch.Tensor) -> None:
     assert torch.equal(got.view(torch.int32), want.view(torch.int32)), (got, want)
 
 
-X, Y, C0 = 1.5, 1.25, 0.75          # values of every input / accumulator format; X * Y = 1.875 exactly
+X, Y, C0 = 1.5, 1.5, 0.75           # X, Y: values of every input format (FP4 too); X * Y = 2.25 exactly
 
 
 def length(model: AccumulatorModel) -> int:
@@ -97,7 +114,7 @@ def test_zero_groups_give_closed_forms(model, backend):
     assert_bits(out[0], torch.zeros(6))
     assert_bits(out[:, 0], torch.zeros(6))
     assert_bits(out[1], c[1])
-    assert_bits(out, reference_matmul(a, b, model, c))
+    assert_bits(out, reference(a, b, model, c))
 
 
 def test_the_reported_case():
@@ -132,4 +149,4 @@ def test_padding_k_with_zeros_changes_nothing(model, backend):
     K, Kp = a.shape[1], length(model)
     ap, bp = torch.zeros(6, Kp), torch.zeros(Kp, 6)
     ap[:, :K], bp[:K] = a, b
-    assert_bits(run(ap, bp, model, backend, c), reference_matmul(a, b, model, c))
+    assert_bits(run(ap, bp, model, backend, c), reference(a, b, model, c))
