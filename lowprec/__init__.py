@@ -17,8 +17,9 @@ __all__ += ["AccumulatorModel", "get_accumulator", "list_accumulators", "emulate
 
 from .scaling import (  # noqa: E402
     AmaxHistory, QuantizedTensor, Recipe, ScalingConfig, fake_quantize, get_recipe, list_recipes, quantize_tensor,
-    register_recipe, scaled_matmul,
+    register_recipe,
 )
+from .gemm import scaled_matmul  # noqa: E402
 
 __all__ += ["ScalingConfig", "AmaxHistory", "QuantizedTensor", "Recipe", "quantize_tensor", "fake_quantize",
             "get_recipe", "list_recipes", "register_recipe", "scaled_matmul"]

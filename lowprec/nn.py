@@ -45,8 +45,8 @@ import torch
 from .accum import emulated_matmul, get_accumulator
 from .formats import get_format
 from .rounding import quantize
-from .scaling import (AmaxHistory, QuantizedTensor, Recipe, ScalingConfig, fake_quantize, get_recipe, quantize_tensor,
-                      scaled_matmul)
+from .gemm import scaled_matmul
+from .scaling import AmaxHistory, QuantizedTensor, Recipe, ScalingConfig, fake_quantize, get_recipe, quantize_tensor
 
 FLOAT32 = "float32"
 

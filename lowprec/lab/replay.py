@@ -45,7 +45,8 @@ import torch  # noqa: E402
 
 from ..nn import operand_configs  # noqa: E402
 from ..report import Figure, Table  # noqa: E402
-from ..scaling import QuantizedTensor, Recipe, ScalingConfig, get_recipe, quantize_tensor, scaled_matmul  # noqa: E402
+from ..gemm import scaled_matmul  # noqa: E402
+from ..scaling import QuantizedTensor, Recipe, ScalingConfig, get_recipe, quantize_tensor  # noqa: E402
 from ..accum import get_accumulator  # noqa: E402
 from .common import StudyOutput, definition_id, load_checked_trace, open_trace, prepare_out_dir, resolve_params  # noqa: E402
 from .store import ResultStore  # noqa: E402
