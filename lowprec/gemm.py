@@ -16,7 +16,10 @@ dequantisation scales (``lowprec.scaling``). The scales meet the products in one
 * inside the unit (block-scaled MMA: Blackwell ``kind::mxf8f6f4`` and ``kind::mxf4nvf4``): a model with
   ``block_scale`` takes the operands' scales into its fused step (``emulated_matmul(..., a_scales, b_scales)``), one
   call over all of K. The operands must be scaled as the model says: ``a_q`` in tiles (1, block) and ``b_q`` in
-  (block, 1) along K, with scales of the model's scale format (an MX recipe for E8M0 scales).
+  (block, 1) along K, with scales of the model's scale format (``mxfp8``/``mxfp4`` for E8M0, ``nvfp4`` for UE4M3).
+
+NVFP4's per-tensor scales meet the result in the epilogue, as on Blackwell: ``out = float32(alpha * acc)`` with
+``alpha = float32(tensor_scale_a * tensor_scale_b)`` (exact in float64 for ``"exact"``).
 
 A model's ``input_formats`` are set to the operands' element formats (an E5M2 operand is split as E5M2, as the
 hardware decodes it).
@@ -56,11 +59,11 @@ def block_scales(a_q: QuantizedTensor, b_q: QuantizedTensor, kb: int) -> tuple[t
 def _check_block_scaled_operands(a_q: QuantizedTensor, b_q: QuantizedTensor, model: AccumulatorModel) -> None:
     bs = model.block_scale
     assert bs is not None
-    want = "e8m0" if bs.scale_format == "e8m0" else None
-    if want is None or a_q.config.scale_format != want or b_q.config.scale_format != want:
+    if a_q.config.scale_format != bs.scale_format or b_q.config.scale_format != bs.scale_format:
+        recipe = "nvfp4" if bs.scale_format == "ue4m3" else "an MX recipe, e.g. 'mxfp8' or 'mxfp4'"
         raise ValueError(f"model {model.name} takes {bs.scale_format} scales inside the unit; a_q has "
-                         f"{a_q.config.scale_format} and b_q {b_q.config.scale_format} scales (quantise both with an "
-                         f"MX recipe of block {bs.block}, e.g. 'mxfp8')")
+                         f"{a_q.config.scale_format} and b_q {b_q.config.scale_format} scales (quantise both with "
+                         f"{recipe}, block {bs.block})")
     if a_q.tile[0] != 1 or a_q.tile[1] != bs.block or b_q.tile[0] != bs.block or b_q.tile[1] != 1:
         raise ValueError(f"model {model.name} scales every {bs.block} elements of K: a_q needs tile (1, {bs.block}) "
                          f"and b_q ({bs.block}, 1), got {a_q.tile} and {b_q.tile}")
@@ -93,13 +96,15 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
         model = model.with_(input_formats=(a_q.fmt.name, b_q.fmt.name))   # the operands' formats, as the unit
     if model is not None and model.block_scale is not None:
         _check_block_scaled_operands(a_q, b_q, model)
-        return emulated_matmul(a_q.values(), b_q.values(), model, a_scales=a_q.scales, b_scales=b_q.scales,
-                               check_inputs=False, backend=backend).to(out_dtype)
+        acc = emulated_matmul(a_q.values(), b_q.values(), model, a_scales=a_q.scales, b_scales=b_q.scales,
+                              check_inputs=False, backend=backend)
+        return _tensor_scaled(acc, a_q, b_q, out_dtype, exact=False)
     kb = k_block(a_q, b_q, K)
     sa, sb = block_scales(a_q, b_q, kb)
     if model is not None:
-        return emulated_scaled_matmul(a_q.values(), b_q.values(), model, sa, sb, kb, check_inputs=False,
-                                      backend=backend).to(out_dtype)
+        acc = emulated_scaled_matmul(a_q.values(), b_q.values(), model, sa, sb, kb, check_inputs=False,
+                                     backend=backend)
+        return _tensor_scaled(acc, a_q, b_q, out_dtype, exact=False)
     av, bv = a_q.values().double(), b_q.values().double()
     out = torch.zeros(M, N, dtype=torch.float64, device=av.device)
     for blk, k0 in enumerate(range(0, K, kb)):
@@ -112,6 +117,20 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
             s = s.float().double()                              # scale_a * scale_b in float32, as DeepGEMM
         prod = s * partial                                      # exact: 24 x 24 bits
         out = out + prod if accumulator == "exact" else add_round_to_odd(out, prod).float().double()
-    return out.to(out_dtype)
+    return _tensor_scaled(out, a_q, b_q, out_dtype, exact=accumulator == "exact")
+
+
+def _tensor_scaled(acc: torch.Tensor, a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.dtype,
+                   exact: bool) -> torch.Tensor:
+    """The epilogue of two-level (NVFP4) scaling: ``alpha * acc`` with ``alpha = float32(tensor_scale_a *
+    tensor_scale_b)``, rounded once to float32 (exact in float64 for the ``"exact"`` accumulator); ``acc`` as it
+    is when both tensor scales are 1."""
+    if a_q.tensor_scale == 1.0 and b_q.tensor_scale == 1.0:
+        return acc.to(out_dtype)
+    alpha = a_q.tensor_scale * b_q.tensor_scale                 # exact in float64 (two float32 values)
+    if exact:
+        return (acc.double() * alpha).to(out_dtype)
+    alpha32 = float(torch.tensor(alpha, dtype=torch.float32))
+    return (acc.double() * alpha32).float().to(out_dtype)      # 24 x 24 bits: exact, then one rounding
 
 

@@ -60,3 +60,46 @@ def test_per_block_models_still_take_mx_operands():
     want = lp.accum.emulated_scaled_matmul(qa.values(), qb.values(), "hopper_fp8_promoted", qa.scales, qb.scales, 32,
                                            backend="eager")
     assert torch.equal(got, want)
+
+
+def fp4_operands(recipe: str, M: int, K: int, N: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(M, K, generator=g) * torch.exp2(torch.randint(-4, 4, (M, K), generator=g).float())
+    b = torch.randn(K, N, generator=g)
+    block = 16 if recipe == "nvfp4" else 32
+    return lp.quantize_tensor(a, recipe), lp.quantize_tensor(b, recipe, "weight", tile=(block, 1))
+
+
+@pytest.mark.parametrize("recipe,model", [("mxfp4", "blackwell_mxf4"), ("nvfp4", "blackwell_nvf4")])
+def test_fp4_block_scaled_mma_matches_the_scalar_reference(recipe, model):
+    """Blackwell kind::mxf4nvf4 on MXFP4 and NVFP4 operands: every element equals reference_dot on the same values
+    and block scales, times alpha = float32(tensor_scale_a * tensor_scale_b) rounded once (NVFP4's epilogue)."""
+    qa, qb = fp4_operands(recipe, 3, 128, 2, seed=3)
+    got = lp.scaled_matmul(qa, qb, accumulator=model)
+    va, vb = qa.values(), qb.values()
+    alpha = float(torch.tensor(qa.tensor_scale * qb.tensor_scale, dtype=torch.float32))
+    for i in range(3):
+        for j in range(2):
+            acc = lp.reference_dot(va[i].tolist(), vb[:, j].tolist(), model, a_scales=qa.scales[i].tolist(),
+                                   b_scales=qb.scales[:, j].tolist())
+            assert got[i, j].item() == float(torch.tensor(acc * alpha, dtype=torch.float32))
+    exact = lp.scaled_matmul(qa, qb, torch.float64, accumulator="exact")
+    assert torch.allclose(got.double(), exact, rtol=2.0**-20, atol=exact.abs().max().item() * 2.0**-20)
+
+
+def test_nvfp4_recipe_by_hand():
+    """One block of 16 with amax 6 in a tensor of amax 12: S = 448 * 6 / 12 = 224; block scales UE4M3(amax/6 * S):
+    224 for amax 6 and 448 for amax 12; decode scale 1/224. The element 6 in the first block is 6 * 224/224 = 6
+    (code of 6), the element 12 in the second is 12 * 224/448 = 6: both dequantise exactly."""
+    x = torch.zeros(1, 32)
+    x[0, 0], x[0, 16] = 6.0, 12.0
+    q = lp.quantize_tensor(x, "nvfp4")
+    assert q.scales.tolist() == [[224.0, 448.0]]
+    assert q.tensor_scale == float(torch.tensor(1 / 224, dtype=torch.float32))
+    assert torch.equal(q.values()[0, [0, 16]], torch.tensor([6.0, 6.0]))
+    assert torch.equal(q.dequantize()[0, [0, 16]], torch.tensor([6.0, 12.0]).float() * 224 * q.tensor_scale)
+
+
+def test_nvfp4_config_cannot_hold_one_level_fields():
+    with pytest.raises(ValueError, match="NVFP4"):
+        lp.ScalingConfig("e2m1", (1, 16), scale_format="ue4m3", nonfinite="tile_nan", pow2=True)
