@@ -74,16 +74,6 @@ class FloatFormat:
         """Total storage bits."""
         return int(self.signed) + self.ebits + self.mbits
 
-    @property
-    def precision(self) -> int:
-        """Significand bits including the implicit leading one (p = mbits + 1)."""
-        return self.mbits + 1
-
-    @property
-    def code_dtype_bits(self) -> int:
-        """Width of the integer container for codes: 8, 16 or 32."""
-        return 8 if self.bits <= 8 else 16 if self.bits <= 16 else 32
-
     # ---- exponent range ----------------------------------------------------------------------
     @property
     def emin(self) -> int:
@@ -216,6 +206,11 @@ def get_format(fmt: FloatFormat | str) -> FloatFormat:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(sorted(f.name for f in set(_REGISTRY.values())))}"
                          " or any 'eXmY[fn|fnuz]'")
     ebits, mbits, suffix = int(m.group(1)), int(m.group(2)), m.group(3)
+    if not 1 <= ebits <= 10 or (suffix is None and ebits < 2) or (suffix is None and mbits < 1) \
+            or 1 + ebits + mbits > 32:
+        raise ValueError(f"format {fmt!r}: 'eXmY' needs 1 <= X <= 10 exponent bits (X >= 2 and Y >= 1 for the "
+                         "IEEE-style layout with Inf and NaN; 'eXmYfn' or 'eXmYfnuz' allow X = 1 or Y = 0) and at "
+                         "most 32 bits with the sign")
     if suffix == "fnuz":
         return FloatFormat(key, ebits, mbits, 1 << (ebits - 1), "fnuz")
     return FloatFormat(key, ebits, mbits, (1 << (ebits - 1)) - 1, "fn" if suffix == "fn" else "ieee")

@@ -8,8 +8,8 @@ dequantisation scales (``lowprec.scaling``). The scales meet the products in one
   the K tile (the tile both operands share along K, or the one that does not span all of K); per block,
   ``partial = values(a_blk) @ values(b_blk)`` accumulated by ``accumulator``, then
   ``out = fma_fp32(float32(scale_a * scale_b), partial, out)``, rounded once to float32 (nearest even):
-  - ``"exact"``: the exact partial, the outer sum kept exact in float64, nothing rounded before ``out_dtype`` (the
-    reference);
+  - ``"float64"``: the exact partial, the outer sum kept exact in float64, nothing rounded before ``out_dtype`` (the
+    reference; not the ``"exact"`` accumulator preset, which rounds to float32 once per dot product);
   - ``"fp32"``: the exact partial rounded once to float32;
   - an ``AccumulatorModel`` or preset name without block scales: the partial as the model computes it, bit for bit
     (``lowprec.accum.emulated_scaled_matmul``: the same loop, native where it covers the model);
@@ -19,7 +19,7 @@ dequantisation scales (``lowprec.scaling``). The scales meet the products in one
   (block, 1) along K, with scales of the model's scale format (``mxfp8``/``mxfp4`` for E8M0, ``nvfp4`` for UE4M3).
 
 NVFP4's per-tensor scales meet the result in the epilogue, as on Blackwell: ``out = float32(alpha * acc)`` with
-``alpha = float32(tensor_scale_a * tensor_scale_b)`` (exact in float64 for ``"exact"``).
+``alpha = float32(tensor_scale_a * tensor_scale_b)`` (exact in float64 for ``"float64"``).
 
 A model's ``input_formats`` are set to the operands' element formats (an E5M2 operand is split as E5M2, as the
 hardware decodes it).
@@ -33,7 +33,7 @@ from .accum import AccumulatorModel, emulated_matmul, emulated_scaled_matmul, ge
 from .rounding import BACKENDS, add_round_to_odd
 from .scaling import QuantizedTensor
 
-GEMM_ACCUMULATORS = ("exact", "fp32")   # besides AccumulatorModels and preset names
+GEMM_ACCUMULATORS = ("float64", "fp32")   # besides AccumulatorModels and preset names
 
 
 def k_block(a_q: QuantizedTensor, b_q: QuantizedTensor, K: int) -> int:
@@ -74,7 +74,7 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
                   backend: str = "auto") -> torch.Tensor:
     """``dequant(a) @ dequant(b)`` the way block-scaled FP8/MX GEMMs compute it (module doc), as ``out_dtype``.
 
-    ``accumulator``: ``"exact"``, ``"fp32"``, or an ``AccumulatorModel``/preset name (emulated bit for bit).
+    ``accumulator``: ``"float64"``, ``"fp32"``, or an ``AccumulatorModel``/preset name (emulated bit for bit).
     ``allow_mixed`` allows operands of different element formats. ``backend`` runs the accumulator model
     (``"auto"``: native where it covers the model, else eager; ``"eager"``, ``"compiled"``, ``"native"``: the
     same bits).
@@ -113,17 +113,17 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
         if accumulator == "fp32":
             partial = partial.float().double()
         s = sa[:, blk, None].double() * sb[None, blk].double()
-        if accumulator != "exact":
+        if accumulator != "float64":
             s = s.float().double()                              # scale_a * scale_b in float32, as DeepGEMM
         prod = s * partial                                      # exact: 24 x 24 bits
-        out = out + prod if accumulator == "exact" else add_round_to_odd(out, prod).float().double()
-    return _tensor_scaled(out, a_q, b_q, out_dtype, exact=accumulator == "exact")
+        out = out + prod if accumulator == "float64" else add_round_to_odd(out, prod).float().double()
+    return _tensor_scaled(out, a_q, b_q, out_dtype, exact=accumulator == "float64")
 
 
 def _tensor_scaled(acc: torch.Tensor, a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.dtype,
                    exact: bool) -> torch.Tensor:
     """The epilogue of two-level (NVFP4) scaling: ``alpha * acc`` with ``alpha = float32(tensor_scale_a *
-    tensor_scale_b)``, rounded once to float32 (exact in float64 for the ``"exact"`` accumulator); ``acc`` as it
+    tensor_scale_b)``, rounded once to float32 (exact in float64 for the ``"float64"`` accumulator); ``acc`` as it
     is when both tensor scales are 1."""
     if a_q.tensor_scale == 1.0 and b_q.tensor_scale == 1.0:
         return acc.to(out_dtype)

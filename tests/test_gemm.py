@@ -83,7 +83,7 @@ def test_fp4_block_scaled_mma_matches_the_scalar_reference(recipe, model):
             acc = lp.reference_dot(va[i].tolist(), vb[:, j].tolist(), model, a_scales=qa.scales[i].tolist(),
                                    b_scales=qb.scales[:, j].tolist())
             assert got[i, j].item() == float(torch.tensor(acc * alpha, dtype=torch.float32))
-    exact = lp.scaled_matmul(qa, qb, torch.float64, accumulator="exact")
+    exact = lp.scaled_matmul(qa, qb, torch.float64, accumulator="float64")
     assert torch.allclose(got.double(), exact, rtol=2.0**-20, atol=exact.abs().max().item() * 2.0**-20)
 
 

@@ -96,7 +96,7 @@ def compute_point(config: Mapping[str, Any], trace_path: str) -> list[dict]:
         qb = _slice(quantize_tensor(g.b, cfg_b), g.b.shape[0], config["cols"])
         ref = g.a[: qa.shape[0]].double() @ g.b[:, : qb.shape[1]].double()
         c = scaled_matmul(qa, qb, torch.float64, accumulator=config["accumulator"], allow_mixed=True)
-        exact = scaled_matmul(qa, qb, torch.float64, accumulator="exact", allow_mixed=True)
+        exact = scaled_matmul(qa, qb, torch.float64, accumulator="float64", allow_mixed=True)
         denom = (c * c + ref * ref).sum().item()
         diff = 1 - 2 * (c * ref).sum().item() / denom if denom > 0 else 0.0
         rows.append({"step": g.step, "layer": g.layer, "layer_type": g.layer_type, "gemm": g.kind,
