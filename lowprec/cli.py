@@ -1,5 +1,6 @@
 """The ``lowprec`` command: ``lowprec lab`` runs every study and writes a report; ``lowprec report RUN``
-re-renders one from the results store; ``lowprec backends`` says which backends run here."""
+re-renders one from the results store; ``lowprec backends`` says which backends run here; ``lowprec models``
+lists the accumulator presets with their parameters and sources."""
 
 from __future__ import annotations
 
@@ -41,6 +42,35 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print the accumulator presets: an aligned table of their parameters, each followed by its description
+    (default); every field of one preset (``--name``); or every field as JSON (``--json``: a list of objects,
+    or one object with ``--name``, as ``lowprec.lab.presets.model_parameters`` gives them)."""
+    import json
+
+    from .accum import get_accumulator, list_accumulators
+    from .lab.presets import model_parameters, parameter_text
+
+    models = [get_accumulator(args.name)] if args.name is not None else list_accumulators()
+    if args.json:
+        params = [model_parameters(m) for m in models]
+        print(json.dumps(params[0] if args.name is not None else params, indent=2))
+    elif args.name is not None:
+        m = models[0]
+        rows = {"name": m.name, **parameter_text(m), "description": m.description}
+        width = max(map(len, rows))
+        for key, value in rows.items():
+            print(f"{key + ':':<{width + 1}} {value}")
+    else:
+        table = [{"name": m.name, **parameter_text(m)} for m in models]
+        widths = {k: max(len(k), *(len(r[k]) for r in table)) for k in table[0]}
+        print("  ".join(f"{k:<{w}}" for k, w in widths.items()).rstrip())
+        for m, r in zip(models, table):
+            print("  ".join(f"{r[k]:<{w}}" for k, w in widths.items()).rstrip())
+            print(f"    {m.description}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lowprec", description=__doc__)
     sub = ap.add_subparsers(dest="cmd")
@@ -64,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     backends = sub.add_parser("backends", help="say which backends (eager, compiled, native CPU/CUDA) run here, "
                                                "and why not (builds the native ones on first use)")
     backends.set_defaults(func=cmd_backends)
+    models = sub.add_parser("models", help="list the accumulator presets (tensor and matrix cores): parameters and "
+                                           "sources", description=cmd_models.__doc__)
+    models.add_argument("--name", help="one preset, every field")
+    models.add_argument("--json", action="store_true", help="machine-readable: the fields of AccumulatorModel")
+    models.set_defaults(func=cmd_models)
     args = ap.parse_args(argv)
     if args.cmd is None:
         args = ap.parse_args(["lab", *(argv or [])])
