@@ -1,6 +1,7 @@
 """The ``lowprec`` command: ``lowprec lab`` runs every study and writes a report; ``lowprec report RUN``
 re-renders one from the results store; ``lowprec backends`` says which backends run here; ``lowprec models``
-lists the accumulator presets with their parameters and sources."""
+lists the accumulator presets with their parameters and sources; ``lowprec vectors generate|verify`` writes golden
+test vectors of a preset and checks a design's results against them."""
 
 from __future__ import annotations
 
@@ -71,8 +72,31 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vectors(args: argparse.Namespace) -> int:
+    """``generate``: write golden vectors of a preset; ``verify``: compare a design's results with them (exit code
+    1 and one line per mismatch, with the first differing bit, when any case differs)."""
+    from . import vectors
+
+    if args.action == "generate":
+        manifest = vectors.generate(args.model, args.cases, args.out, seed=args.seed)
+        kinds = ", ".join(f"{k} {n}" for k, n in manifest["kinds"].items() if n)
+        print(f"wrote {manifest['cases']} cases of {args.model} to {args.out} ({kinds}); sha256 {manifest['sha256']}")
+        return 0
+    report = vectors.verify(args.dir, args.results)
+    for r in report:
+        if r["got"] is None:
+            print(f"case {r['id']} ({r['kind']}): no result")
+        else:
+            print(f"case {r['id']} ({r['kind']}): expected {r['expected']}, got {r['got']}, first differing bit "
+                  f"{r['first_differing_bit']}; a = {' '.join(r['case']['a'])}; b = {' '.join(r['case']['b'])}; "
+                  f"c = {r['case']['c']}")
+    n = len(vectors.load(args.dir)[1])
+    print(f"{n - len(report)} of {n} cases match" + ("" if report else ": every bit"))
+    return 1 if report else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lowprec", description=__doc__)
+    ap = argparse.ArgumentParser(prog="lowprec", description=plain(__doc__))
     sub = ap.add_subparsers(dest="cmd")
     ap.add_argument("--version", action="version", version=f"lowprec {__version__}")
     lab = sub.add_parser("lab", help="run every study (quick by default) and write reports/<run-id>/report.html",
@@ -95,24 +119,41 @@ def main(argv: list[str] | None = None) -> int:
                                                "and why not (builds the native ones on first use)")
     backends.set_defaults(func=cmd_backends)
     models = sub.add_parser("models", help="list the accumulator presets (tensor and matrix cores): parameters and "
-                                           "sources", description=cmd_models.__doc__)
+                                           "sources", description=plain(cmd_models.__doc__))
     models.add_argument("--name", help="one preset, every field")
     models.add_argument("--json", action="store_true", help="machine-readable: the fields of AccumulatorModel")
     models.set_defaults(func=cmd_models)
+    vec = sub.add_parser("vectors", help="golden test vectors of an accumulator preset: generate, or verify a "
+                                         "design's results against them", description=plain(cmd_vectors.__doc__))
+    vsub = vec.add_subparsers(dest="action", required=True)
+    gen = vsub.add_parser("generate", help="write cases.jsonl, manifest.json and README.md into a directory")
+    gen.add_argument("--model", required=True, help="a preset name (lowprec models lists them)")
+    gen.add_argument("--cases", type=int, default=1000, help="number of dot products (default: %(default)s)")
+    gen.add_argument("--out", type=Path, required=True, help="the directory to write")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    ver = vsub.add_parser("verify", help="compare RESULTS (JSON lines {\"id\": N, \"out\": \"0x...\"}) with DIR")
+    ver.add_argument("dir", type=Path, help="a directory written by `lowprec vectors generate`")
+    ver.add_argument("results", type=Path, help="the design's results, one JSON line per case")
+    vec.set_defaults(func=cmd_vectors)
     args = ap.parse_args(argv)
     if args.cmd is None:
         args = ap.parse_args(["lab", *(argv or [])])
     try:
         return args.func(args)
-    except (ValueError, TypeError, ConnectionError) as exc:     # bad input: the message, not a traceback
+    except (ValueError, TypeError, ConnectionError, FileNotFoundError) as exc:   # bad input: the message
         print(f"lowprec {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def plain(doc: str | None) -> str:
+    """A docstring as --help shows it: without the reST code markup (double backquotes)."""
+    return (doc or "").replace("``", "")
 
 
 def runner_doc() -> str:
     from .lab import runner
 
-    return runner.__doc__ or ""
+    return plain(runner.__doc__)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,27 @@ def test_bad_results_and_arguments(tmp_path):
         vectors.generate("hopper_fp8", 0, tmp_path / "x")
     with pytest.raises(ValueError, match="unknown accumulator model"):
         vectors.generate("h100", 3, tmp_path / "y")
+
+
+def test_the_command_line(tmp_path, capsys):
+    from lowprec.cli import main
+
+    out = tmp_path / "v"
+    assert main(["vectors", "generate", "--model", "hopper_fp8", "--cases", "9", "--out", str(out)]) == 0
+    rows = vectors.results_of(out, "hopper_fp8")
+    assert main(["vectors", "verify", str(out), str(write_results(tmp_path / "ok.jsonl", rows))]) == 0
+    assert "9 of 9 cases match: every bit" in capsys.readouterr().out
+    rows[4]["out"] = f"0x{int(rows[4]['out'], 16) ^ 1:08x}"
+    assert main(["vectors", "verify", str(out), str(write_results(tmp_path / "bad.jsonl", rows))]) == 1
+    text = capsys.readouterr().out
+    assert "case 4" in text and "first differing bit 0" in text and "8 of 9 cases match" in text
+    assert main(["vectors", "verify", str(tmp_path / "nowhere"), str(tmp_path / "ok.jsonl")]) == 2
+    assert "is not a vector directory" in capsys.readouterr().err
+
+
+def test_help_has_no_markup(capsys):
+    from lowprec.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "``" not in capsys.readouterr().out
