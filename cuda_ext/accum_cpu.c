@@ -1,94 +1,292 @@
-/* CPU build of the group-aligned accumulator (see lowprec_accum.h). Loaded by lowprec/native.py.
- * a: sa (M x K float significands), ea (M x K int32 exponents); b: sb, eb (K x N); c (M x N double,
- * already rounded to the accumulator format, or the outer seed when promoting); out (M x N double).
- * The inner loops run over n (contiguous) so they vectorise. */
+/* CPU build of the group-aligned accumulator (see lowprec_accum.h), loaded by lowprec/native.py.
+ *
+ * lp_emulated_matmul computes, for every output element, the model's result of each K block of `k_block`
+ * products (0: one block of all K) from a zero accumulator -- or, with one block, from `seed` -- and then
+ * either stores it (scale_a NULL: out = the model's c + a @ b) or folds it into the output of a
+ * block-scaled GEMM (out = lp_scaled_fold(out, scale_a[m, blk], scale_b[blk, n], partial), where a
+ * non-finite ieee[blk, m, n] replaces the partial: step 7 for that block, computed by the caller).
+ *
+ * Operands: a (M x K) and b (K x N) float32 values of the input formats; seed (M x N double,
+ * already rounded to the accumulator format, or the outer seed when promoting; NULL: zero); scale_a
+ * (M x nblocks), scale_b (nblocks x N) float32; out (M x N float32).
+ *
+ * Work: step 1 packs a and b (panels of LP_MR rows of a and LP_NC columns of b, K-major, so that a group of a
+ * tile reads contiguous memory); then OpenMP over output tiles of LP_MC rows x LP_NC columns, groups outermost
+ * so that a group of b stays in L1 for every row of the tile. Register tiles of LP_MR x LP_W hold E (integer
+ * max of the product exponents), the float32 scale 2^(F - E - off) and the int32 sums of the aligned terms:
+ * each product costs a multiply, a scaling, a conversion and an integer add on LP_VL lanes. The accumulator's
+ * own steps (its split, the rounding of the group's sum, promotion) run on the register tile too, in double
+ * vectors; lp_round covers the rare lanes (tiny, overflowing or infinite sums) out of line.
+ */
 #include <stdlib.h>
 #include "lowprec_accum.h"
 
-void lp_emulated_matmul(const float *sa, const int32_t *ea, const float *sb, const int32_t *eb,
-                        const double *c, double *out, int64_t M, int64_t K, int64_t N,
-                        const lp_accum_model *model) {
-    /* locals: stores to the work arrays must not force the model to be reloaded */
-    const int32_t F = model->align_bits, acc_m = model->acc_mbits, acc_emin = model->acc_emin;
-    const int32_t acc_rnd = model->acc_rounding, acc_ovf = model->acc_overflow_inf;
-    const double acc_max = model->acc_max;
+#if defined(__AVX__)             /* 256-bit vectors (also with AVX-512: the doubles' 512-bit vectors stay native) */
+#define LP_VL 8
+#else
+#define LP_VL 4
+#endif
+#define LP_MR 4                  /* rows of a register tile */
+#define LP_U 2                   /* vectors per row of a register tile */
+#define LP_W (LP_VL * LP_U)      /* columns of a register tile */
+#define LP_MC 64                 /* rows of an output tile */
+#define LP_NC 64                 /* columns of an output tile (a multiple of LP_W): a group of b stays in L1 */
+#define LP_TILE (LP_MC * LP_NC)
+
+#define LP_V static inline __attribute__((always_inline))   /* vectors stay in registers */
+
+typedef float lp_vf __attribute__((vector_size(LP_VL * 4)));
+typedef int32_t lp_vi __attribute__((vector_size(LP_VL * 4)));
+typedef double lp_vd __attribute__((vector_size(LP_VL * 8)));
+typedef int64_t lp_vl __attribute__((vector_size(LP_VL * 8)));
+
+typedef struct {                 /* one thread's output tile (LP_MC x LP_NC), rows LP_NC apart */
+    double acc[LP_TILE], outer[LP_TILE];
+} lp_tile;
+
+LP_V lp_vf lp_ldf(const float *p) { lp_vf v; memcpy(&v, p, sizeof v); return v; }
+LP_V lp_vi lp_ldi(const int32_t *p) { lp_vi v; memcpy(&v, p, sizeof v); return v; }
+LP_V lp_vd lp_ldd(const double *p) { lp_vd v; memcpy(&v, p, sizeof v); return v; }
+LP_V void lp_std(double *p, lp_vd v) { memcpy(p, &v, sizeof v); }
+LP_V lp_vi lp_vmax(lp_vi a, lp_vi b) { const lp_vi gt = a > b; return (a & gt) | (b & ~gt); }
+LP_V lp_vi lp_vmin(lp_vi a, lp_vi b) { const lp_vi lt = a < b; return (a & lt) | (b & ~lt); }
+LP_V lp_vl lp_vmaxl(lp_vl a, lp_vl b) { const lp_vl gt = a > b; return (a & gt) | (b & ~gt); }
+LP_V lp_vf lp_vpow2f(lp_vi k) { return (lp_vf)((k + 127) << 23); }     /* k in [-126, 127] */
+LP_V lp_vd lp_vpow2(lp_vi k) {                                          /* k in [-1022, 1023] */
+    return (lp_vd)(__builtin_convertvector(k + 1023, lp_vl) << 52);
+}
+LP_V lp_vl lp_vexp(lp_vd v) { return (((lp_vl)v >> 52) & 0x7FF) - 1023; }   /* biased field - 1023 */
+
+/* lp_round_term on LP_VL lanes (|v| < 2^31): truncation, then floor and nearest-even corrections from the
+ * exact remainder v - trunc(v). */
+LP_V lp_vi lp_vround(lp_vf v, const int32_t rounding) {
+    const lp_vi t = __builtin_convertvector(v, lp_vi);
+    if (rounding == LP_RTZ) return t;
+    const lp_vf tf = __builtin_convertvector(t, lp_vf);
+    if (rounding == LP_RDOWN) return t + (tf > v);                     /* -1 where truncation went up */
+    const lp_vf frac = v - tf;                                         /* exact, in (-1, 1) */
+    const lp_vi odd = (t & 1) != 0;
+    const lp_vf half = (lp_vf){0} + 0.5f;
+    return t - ((frac > half) | ((frac == half) & odd)) + ((frac < -half) | ((frac == -half) & odd));
+}
+
+/* lp_add_round_to_odd on LP_VL lanes. */
+LP_V lp_vd lp_vadd_odd(lp_vd x, lp_vd y) {
+    const lp_vd s = x + y, bb = s - x;
+    const lp_vd err = (x - (s - bb)) + (y - bb);
+    const lp_vl bits = (lp_vl)s, zero = (lp_vl){0};
+    const lp_vl fix = (err != 0.0) & ((bits & 1) == 0) & (((bits >> 52) & 0x7FF) != 0x7FF);
+    const lp_vl away = ~((err > 0.0) ^ (s > 0.0));                       /* -1: the odd neighbour is away from 0 */
+    return (lp_vd)(bits + (fix & ((away & 1) | (~away & (zero - 1)))));
+}
+
+/* The lanes of lp_vround_fmt that lp_round_fast does not cover, by lp_round (out of line: rare). */
+static __attribute__((noinline)) lp_vd lp_round_lanes(lp_vd r, lp_vd x, lp_vl exceptional, int32_t mbits, int32_t emin,
+                                                      int32_t rounding, double vmax, int32_t overflow_inf) {
+    for (int i = 0; i < LP_VL; i++)
+        if (exceptional[i]) r[i] = lp_round(x[i], mbits, emin, rounding, vmax, overflow_inf);
+    return r;
+}
+
+/* lp_round on LP_VL lanes: lp_round_fast's bit operations, zeros to +0, lp_round_lanes for the lanes it does
+ * not cover (tiny, overflowing or not finite). */
+LP_V lp_vd lp_vround_fmt(lp_vd x, int32_t mbits, int32_t emin, int32_t rounding, double vmax, int32_t overflow_inf) {
+    const int64_t mask = ((int64_t)1 << (52 - mbits)) - 1;
+    lp_vl b = (lp_vl)x;
+    if (rounding == LP_RNE) b += (mask >> 1) + ((b >> (52 - mbits)) & 1);
+    b &= ~mask;
+    const lp_vl zero = x == 0.0;
+    const lp_vd r = (lp_vd)(b & ~zero), ar = (lp_vd)(b & INT64_MAX);
+    const lp_vl exceptional = ~zero & ((lp_vexp(x) < emin) | ~(ar <= vmax));
+    int64_t any = 0;
+    for (int i = 0; i < LP_VL; i++) any |= exceptional[i];
+    return any ? lp_round_lanes(r, x, exceptional, mbits, emin, rounding, vmax, overflow_inf) : r;
+}
+
+/* Step 5 on LP_VL lanes: outer = outer + acc (rounded to odd, then to the outer format), acc = 0. */
+LP_V void lp_vpromote(double *outer, double *acc, const lp_accum_model *m) {
+    lp_std(outer, lp_vround_fmt(lp_vadd_odd(lp_ldd(outer), lp_ldd(acc)), m->outer_mbits, m->outer_emin,
+                                m->outer_rounding, m->outer_max, 0));
+    lp_std(acc, (lp_vd){0});
+}
+
+/* lp_split on LP_VL lanes of the accumulator; an Inf accumulator (step 6: kept, its group computed with 0
+ * in its place) splits as 0. */
+LP_V void lp_vsplit(lp_vd v, const lp_accum_model *m, lp_vf *s, lp_vi *e) {
+    const lp_vl zero = (v == 0.0) | (lp_vexp(v) == 1024);
+    const lp_vl k = lp_vmaxl(lp_vexp(v), (lp_vl){0} + m->acc_emin) & ~zero;      /* <= 127 where used */
+    const lp_vd sv = v * (lp_vd)((1023 - k) << 52);
+    *s = __builtin_convertvector((lp_vd)((lp_vl)sv & ~zero), lp_vf);  /* exact: <= 23 fraction bits */
+    *e = __builtin_convertvector(k | (zero & m->zero_exp), lp_vi);
+}
+
+/* One group of g products for the register tile whose accumulators are acc[r * LP_NC + j] (j < LP_W):
+ * steps 2-4 and 6, in registers. A/EA: the group's packed a (A[k * LP_MR + r]); B/EB: its packed b
+ * (B[k * LP_NC + j]). */
+LP_V void lp_register_group(const float *A, const int32_t *EA, const float *B, const int32_t *EB, int64_t g,
+                            double *acc, const lp_accum_model *m, const int32_t rounding, const int32_t prescaled) {
+    lp_vi E[LP_MR][LP_U], units[LP_MR][LP_U], e_acc[LP_MR][LP_U];
+    lp_vf scale[LP_MR][LP_U], s_acc[LP_MR][LP_U];
+    const lp_vi zero = (lp_vi){0};
+    for (int r = 0; r < LP_MR; r++)
+        for (int u = 0; u < LP_U; u++) {
+            E[r][u] = zero + m->e_floor;
+            if (m->align_with_acc) {
+                lp_vsplit(lp_ldd(acc + r * LP_NC + u * LP_VL), m, &s_acc[r][u], &e_acc[r][u]);
+                E[r][u] = lp_vmax(E[r][u], e_acc[r][u]);
+            }
+        }
+    for (int64_t k = 0; k < g; k++) {                                  /* step 2: E */
+        lp_vi eb[LP_U];
+        for (int u = 0; u < LP_U; u++) eb[u] = lp_ldi(EB + k * LP_NC + u * LP_VL);
+        for (int r = 0; r < LP_MR; r++) {
+            const int32_t ea = EA[k * LP_MR + r];
+            for (int u = 0; u < LP_U; u++) E[r][u] = lp_vmax(E[r][u], eb[u] + ea);
+        }
+    }
+    for (int r = 0; r < LP_MR; r++)
+        for (int u = 0; u < LP_U; u++) {
+            const lp_vi x = m->align_bits - m->a_offset - m->b_offset - E[r][u];       /* lp_term_scale */
+            scale[r][u] = lp_vpow2f(lp_vmin(lp_vmax(x, zero - 126), zero + 127));
+            units[r][u] = zero;
+            if (m->align_with_acc) {                                   /* lp_term_value */
+                const lp_vi sh = lp_vmax(e_acc[r][u] - E[r][u], zero - 60) + m->align_bits;
+                units[r][u] = lp_vround(s_acc[r][u] * lp_vpow2f(sh), rounding);
+            }
+        }
+    for (int64_t k = 0; k < g; k++) {                                  /* step 3: the aligned terms */
+        lp_vf b[LP_U];
+        for (int u = 0; u < LP_U; u++) b[u] = lp_ldf(B + k * LP_NC + u * LP_VL);
+        if (prescaled)
+            for (int r = 0; r < LP_MR; r++) {
+                const float a = A[k * LP_MR + r];
+                for (int u = 0; u < LP_U; u++) units[r][u] += lp_vround(b[u] * a * scale[r][u], rounding);
+            }
+        else {                                                         /* lp_term_value per product */
+            lp_vi eb[LP_U];
+            for (int u = 0; u < LP_U; u++) eb[u] = lp_ldi(EB + k * LP_NC + u * LP_VL);
+            for (int r = 0; r < LP_MR; r++) {
+                const float a = A[k * LP_MR + r];
+                const int32_t ea = EA[k * LP_MR + r];
+                for (int u = 0; u < LP_U; u++) {
+                    const lp_vi sh = lp_vmax(eb[u] + ea - E[r][u], zero - 60) + m->align_bits;
+                    units[r][u] += lp_vround(b[u] * a * lp_vpow2f(sh), rounding);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < LP_MR; r++)                                    /* step 4 */
+        for (int u = 0; u < LP_U; u++) {
+            double *p = acc + r * LP_NC + u * LP_VL;
+            const lp_vd prev = lp_ldd(p);
+            const lp_vl inf = lp_vexp(prev) == 1024;                   /* NaN never occurs: Inf */
+            const lp_vd sum = __builtin_convertvector(units[r][u], lp_vd) * lp_vpow2(E[r][u] - m->align_bits);
+            const lp_vd total = m->align_with_acc ? sum : lp_vadd_odd((lp_vd)((lp_vl)prev & ~inf), sum);
+            const lp_vd kept = (lp_vd)(((lp_vl)prev & inf) | ((lp_vl)total & ~inf));   /* Inf rounds to itself */
+            lp_std(p, lp_vround_fmt(kept, m->acc_mbits, m->acc_emin, m->acc_rounding, m->acc_max,
+                                    m->acc_overflow_inf));
+        }
+}
+
+/* Steps 2-6 over products [k0, k1) of the first `rows` rows of the tile (A/EA: packed a from the tile's first
+ * row; B/EB: packed b of the tile's columns), continuing the accumulators in t->acc / t->outer; then, when the
+ * model promotes, the last promotion (the block's result is t->outer, else t->acc). */
+static void lp_tile_block(const float *A, const int32_t *EA, const float *B, const int32_t *EB, int64_t K,
+                          int64_t k0, int64_t k1, int64_t rows, lp_tile *t, const lp_accum_model *m) {
+    const int64_t n = rows * LP_NC;                                    /* the tile's elements in use */
+    for (int64_t g0 = k0; g0 < k1; g0 += m->group) {
+        const int64_t g = g0 + m->group < k1 ? m->group : k1 - g0;
+        if (m->promote_every && g0 > k0 && (g0 - k0) % m->promote_every == 0)
+            for (int64_t i = 0; i < n; i += LP_VL) lp_vpromote(t->outer + i, t->acc + i, m);
+        for (int64_t r0 = 0; r0 < rows; r0 += LP_MR) {
+            const int64_t pa = (r0 / LP_MR * K + g0) * LP_MR;
+            for (int64_t c = 0; c < LP_NC; c += LP_W) {
+                const int64_t pb = g0 * LP_NC + c;
+                double *acc = t->acc + r0 * LP_NC + c;
+                const float *a = A + pa, *b = B + pb;
+                const int32_t *ea = EA + pa, *eb = EB + pb;
+#define LP_GROUP(ROUNDING, PRESCALED) lp_register_group(a, ea, b, eb, g, acc, m, ROUNDING, PRESCALED)
+                if (m->prescaled) {                                    /* one specialisation per rounding */
+                    if (m->align_rounding == LP_RTZ) LP_GROUP(LP_RTZ, 1);
+                    else if (m->align_rounding == LP_RDOWN) LP_GROUP(LP_RDOWN, 1);
+                    else LP_GROUP(LP_RNE, 1);
+                } else {
+                    if (m->align_rounding == LP_RTZ) LP_GROUP(LP_RTZ, 0);
+                    else if (m->align_rounding == LP_RDOWN) LP_GROUP(LP_RDOWN, 0);
+                    else LP_GROUP(LP_RNE, 0);
+                }
+#undef LP_GROUP
+            }
+        }
+    }
+    if (m->promote_every)
+        for (int64_t i = 0; i < n; i += LP_VL) lp_vpromote(t->outer + i, t->acc + i, m);
+}
+
+void lp_emulated_matmul(const float *a, const float *b, const double *seed, int64_t M, int64_t K, int64_t N,
+                        const lp_accum_model *model, int64_t k_block, const float *scale_a, const float *scale_b,
+                        const float *ieee, float *out) {
+    const lp_accum_model m = *model;
+    /* Step 1 into packed operands (lp_operand), padded with zeros whose exponents take no part (the padding
+     * is never stored):
+     * a in panels of LP_MR rows, Ap[(p * K + k) * LP_MR + r]; b in panels of LP_NC columns,
+     * Bp[(q * K + k) * LP_NC + j]: a group of a tile reads contiguous memory (no cache-set conflicts). */
+    const int64_t Mp = (M + LP_MR - 1) / LP_MR * LP_MR, Np = (N + LP_NC - 1) / LP_NC * LP_NC;
+    float *Ap = malloc(sizeof(float) * (Mp * K + 1)), *Bp = malloc(sizeof(float) * (Np * K + 1));
+    int32_t *EAp = malloc(sizeof(int32_t) * (Mp * K + 1)), *EBp = malloc(sizeof(int32_t) * (Np * K + 1));
+    #pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < K; k++) {
+        for (int64_t i = 0; i < Mp; i++) {
+            const int64_t o = (i / LP_MR * K + k) * LP_MR + i % LP_MR;
+            Ap[o] = 0.0f;
+            EAp[o] = LP_NO_EXP;
+            if (i < M) lp_operand(a[i * K + k], m.a_emin, m.prescaled, m.a_offset, m.zero_exp, &Ap[o], &EAp[o]);
+        }
+        for (int64_t j = 0; j < Np; j++) {
+            const int64_t o = (j / LP_NC * K + k) * LP_NC + j % LP_NC;
+            Bp[o] = 0.0f;
+            EBp[o] = LP_NO_EXP;
+            if (j < N) lp_operand(b[k * N + j], m.b_emin, m.prescaled, m.b_offset, m.zero_exp, &Bp[o], &EBp[o]);
+        }
+    }
+    const int64_t kb = k_block > 0 ? k_block : (K > 0 ? K : 1);
+    const int64_t nblocks = k_block > 0 ? (K + kb - 1) / kb : 1;
+    const int64_t tiles_m = (M + LP_MC - 1) / LP_MC, tiles_n = Np / LP_NC;
     #pragma omp parallel
     {
-        int32_t *E = malloc(sizeof(int32_t) * N);
-        float *units = malloc(sizeof(float) * N);
-        double *acc = malloc(sizeof(double) * N);
-        double *outer = malloc(sizeof(double) * N);
-        double *total = malloc(sizeof(double) * N);
-        int32_t *exceptional = malloc(sizeof(int32_t) * N);
-        #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; m++) {
-            for (int64_t n = 0; n < N; n++) {
-                outer[n] = model->promote_every ? c[m * N + n] : 0.0;
-                acc[n] = model->promote_every ? 0.0 : c[m * N + n];
+        lp_tile *t = malloc(sizeof(lp_tile));
+        #pragma omp for schedule(dynamic)
+        for (int64_t tile = 0; tile < tiles_m * tiles_n; tile++) {
+            const int64_t m0 = tile / tiles_n * LP_MC, n0 = tile % tiles_n * LP_NC;
+            const int64_t valid = M - m0 < LP_MC ? M - m0 : LP_MC;
+            const int64_t rows = (valid + LP_MR - 1) / LP_MR * LP_MR;  /* whole register tiles */
+            const int64_t pa = m0 * K, pb = n0 * K;                  /* the tile's panels */
+            for (int64_t blk = 0; blk < nblocks; blk++) {
+                const int64_t k0 = blk * kb, k1 = k0 + kb < K ? k0 + kb : K;
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t c = 0; c < LP_NC; c++) {
+                        const int64_t i = r * LP_NC + c;
+                        const double s = seed && r < valid && n0 + c < N ? seed[(m0 + r) * N + n0 + c] : 0.0;
+                        t->acc[i] = m.promote_every ? 0.0 : s;
+                        t->outer[i] = m.promote_every ? s : 0.0;
+                    }
+                lp_tile_block(Ap + pa, EAp + pa, Bp + pb, EBp + pb, K, k0, k1, rows, t, &m);
+                const double *res = m.promote_every ? t->outer : t->acc;
+                for (int64_t r = 0; r < valid; r++)
+                    for (int64_t c = 0; c < LP_NC && n0 + c < N; c++) {
+                        const int64_t row = m0 + r, col = n0 + c, o = row * N + col;
+                        const float partial = (float)res[r * LP_NC + c];   /* exact: <= 23 fraction bits */
+                        if (!scale_a) { out[o] = partial; continue; }
+                        const float p = ieee && !isfinite(ieee[blk * M * N + o]) ? ieee[blk * M * N + o] : partial;
+                        out[o] = lp_scaled_fold(blk ? out[o] : 0.0f, scale_a[row * nblocks + blk],
+                                                scale_b[blk * N + col], p);
+                    }
             }
-            for (int64_t k0 = 0; k0 < K; k0 += model->group) {
-                int64_t k1 = k0 + model->group < K ? k0 + model->group : K;
-                if (model->promote_every && k0 && k0 % model->promote_every == 0) {
-                    for (int64_t n = 0; n < N; n++) {
-                        outer[n] = lp_round(lp_add_round_to_odd(outer[n], acc[n]), model->outer_mbits,
-                                            model->outer_emin, model->outer_rounding, model->outer_max, 0);
-                        acc[n] = 0.0;
-                    }
-                }
-                for (int64_t n = 0; n < N; n++) { E[n] = model->e_floor; units[n] = 0.0f; }
-                /* step 6: an Inf accumulator stays Inf -- computed with 0 in its place, restored below */
-                for (int64_t k = k0; k < k1; k++) {
-                    const int32_t ek = ea[m * K + k];
-                    const int32_t *ebk = eb + k * N;
-                    for (int64_t n = 0; n < N; n++) {
-                        int32_t ep = ek + ebk[n];
-                        E[n] = ep > E[n] ? ep : E[n];
-                    }
-                }
-                if (model->align_with_acc) {
-                    for (int64_t n = 0; n < N; n++) {
-                        double s; int32_t e;
-                        lp_split(isinf(acc[n]) ? 0.0 : acc[n], model->acc_emin, model->zero_exp, &s, &e);
-                        if (e > E[n]) E[n] = e;
-                        units[n] = lp_align((float)s, e - E[n], model);
-                    }
-                }
-                for (int64_t k = k0; k < k1; k++) {
-                    const float sak = sa[m * K + k];
-                    const int32_t ek = ea[m * K + k] + F, lowest = F - 60;  /* -60: non-zero stays non-zero */
-                    const float *sbk = sb + k * N;
-                    const int32_t *ebk = eb + k * N;
-                    /* one loop per rounding so that each vectorises (the branch is hoisted by hand) */
-#define LP_TERMS(ROUND)                                                                   \
-                    for (int64_t n = 0; n < N; n++) {                                     \
-                        int32_t sh = ek + ebk[n] - E[n];                                  \
-                        sh = sh < lowest ? lowest : sh;                                   \
-                        units[n] += ROUND(sak * sbk[n] * lp_pow2f(sh));                   \
-                    }
-                    if (model->align_rounding == 0) { LP_TERMS(lp_trunc_small) }
-                    else if (model->align_rounding == 1) { LP_TERMS(lp_floor_small) }
-                    else { LP_TERMS(nearbyintf) }
-#undef LP_TERMS
-                }
-                int32_t any_exceptional = 0;
-                for (int64_t n = 0; n < N; n++) {
-                    double t = (double)units[n] * lp_pow2(E[n] - F);      /* E >= e_floor: normal */
-                    const double prev = acc[n], fin = isinf(prev) ? 0.0 : prev;
-                    total[n] = model->align_with_acc ? t : lp_add_round_to_odd(fin, t);
-                    acc[n] = lp_round_fast(total[n], acc_m, acc_emin, acc_rnd, acc_max, &exceptional[n]);
-                    if (isinf(prev)) { acc[n] = prev; exceptional[n] = 0; }
-                    any_exceptional |= exceptional[n];
-                }
-                if (any_exceptional)   /* zeros, tiny or overflowing sums: the general rounding */
-                    for (int64_t n = 0; n < N; n++)
-                        if (exceptional[n]) acc[n] = lp_round(total[n], acc_m, acc_emin, acc_rnd, acc_max, acc_ovf);
-            }
-            for (int64_t n = 0; n < N; n++)
-                out[m * N + n] = model->promote_every
-                    ? lp_round(lp_add_round_to_odd(outer[n], acc[n]), model->outer_mbits, model->outer_emin,
-                               model->outer_rounding, model->outer_max, 0)
-                    : acc[n];
         }
-        free(E); free(units); free(acc); free(outer); free(total); free(exceptional);
+        free(t);
     }
+    free(Ap);
+    free(EAp);
+    free(Bp);
+    free(EBp);
 }

@@ -7,14 +7,13 @@
 
 #include <stdint.h>
 #include <string.h>
+#include "lowprec_codes.h"
 
 #ifdef __CUDACC__
 #define LP_HD __host__ __device__ __forceinline__
 #else
 #define LP_HD static inline
 #endif
-
-enum { LP_RNE = 0, LP_RNA = 1, LP_RTZ = 2, LP_RUP = 3, LP_RDOWN = 4, LP_RTO = 5 };
 
 typedef struct {
     int32_t mbits, emin, max_code, sign_mask;
@@ -42,13 +41,13 @@ LP_HD uint32_t lp_encode_f32(float x, const lp_format *f, int32_t rounding, int3
     const int32_t up = rounding == LP_RNE ? (rem > half) | ((rem == half) & odd)
                      : rounding == LP_RNA ? rem >= half
                      : rounding == LP_RTZ ? 0
-                     : rounding == LP_RUP ? inexact & !neg
+                     : rounding == LP_RUP ? inexact & (neg ^ 1)
                      : rounding == LP_RDOWN ? inexact & neg
-                     : inexact & !odd;                               /* LP_RTO */
+                     : inexact & (odd ^ 1);                          /* LP_RTO */
     const int32_t is_inf = ab == 0x7F800000u, is_nan_in = ab > 0x7F800000u;
     const int32_t over = (code_trunc + up > f->max_code) | is_inf;
     const int32_t away = rounding == LP_RTZ ? is_inf
-                       : rounding == LP_RUP ? !neg | is_inf
+                       : rounding == LP_RUP ? (neg ^ 1) | is_inf
                        : rounding == LP_RDOWN ? neg | is_inf : 1;   /* directed modes may stop at max */
     const int32_t to_special = (!saturate & f->has_nan) & over & away;
     int32_t mag = over ? f->max_code : code_trunc + up;

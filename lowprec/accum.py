@@ -52,13 +52,27 @@ The model (``AccumulatorModel``), for one output element ``c + sum_k a_k * b_k``
    ``reference_dot`` returns a Python float; its canonical NaN is the double that narrows to
    0x7FFFFFFF in float32.
 
+Structures and block scales (``AccumulatorModel.structure``, ``block_scale``; the class docs give each rule
+exactly). Steps 2-4 above are ``FusedSum``, every NVIDIA unit. ``ChunkSum`` (Blackwell ``kind::mxf4nvf4``) first
+sums each 16-element chunk's products exactly and multiplies the sum by the chunk's two block scales; those chunk
+terms then go through steps 2-4. ``SplitSum`` (AMD CDNA3) aligns a group's products to their own largest exponent
+(in even/odd halves for FP8), then floors the group sum and the accumulator to fixed bits relative to the larger of
+their exponents and rounds their exact sum. ``FmaTree`` (AMD CDNA1/2) sums a group as a pairwise tree of rounded
+additions, optionally flushing subnormals. A ``FusedSum`` with E8M0 block scales adds both scale exponents to each
+product's exponent in step 1 (Blackwell ``kind::mxf8f6f4``); a NaN scale is a NaN input (step 7). An fp16-output
+model (``acc_format="fp16"``) rounds every result to fp16 and its canonical NaN is fp16's 0x7FFF (returned in a
+float32 tensor as 0x7FFFE000, which narrows to 0x7FFF). ``instruction_k`` records the unit's instruction K (a GEMM
+pads K with zeros to it, which changes no bit, so any K is accepted). For the AMD units SPEC 2b states no zero
+convention, NaN pattern or overflow rule: their presets take IEEE behaviour (zeros take no part) -- a documented
+choice, each an option.
+
 Every power of two the implementations build is a normal number (float64 for sums, float32 for the
 aligned terms of the narrow path): E stays at or above the exponent floor, and a model whose floor
 minus ``align_bits`` would leave float64's range is rejected.
 
 Implementations that agree bit for bit: ``reference_dot`` (scalar, Python ``Fraction``, readable
-against the steps above) and ``emulated_matmul`` (vectorised torch, eager or compiled, chunked along K;
-or the native C/CUDA builds of ``cuda_ext/lowprec_accum.h``).
+against the steps above, every structure) and ``emulated_matmul`` (vectorised torch, eager or compiled, chunked
+along K; or the native C/CUDA builds of ``cuda_ext/lowprec_accum.h`` for the fused sums they cover).
 """
 
 from __future__ import annotations
@@ -931,7 +945,8 @@ def _ieee_nonfinite(out: torch.Tensor, a64: torch.Tensor, b64: torch.Tensor, c64
 
 
 def _prescale_bits(fmt: FloatFormat) -> int:
-    """log2 of a bound on the native kernels' pre-scaled operands s * 2^(e + mbits - emin) (lowprec_accum.h)."""
+    """log2 of a bound on the native kernels' pre-scaled operands s * 2^(e + mbits - emin) (lowprec_accum.h: their
+    fast path takes formats whose two bounds multiply to at most 2^125)."""
     return fmt.emax + 1 + fmt.mbits - fmt.emin
 
 
@@ -940,9 +955,8 @@ def native_unsupported(model: AccumulatorModel, device: torch.device) -> str | N
 
     The kernels (``cuda_ext/lowprec_accum.h``) cover fused-sum models with aligned terms and no block scales
     whose significand products are exact in float32 (at most 22 fraction bits between the two input formats:
-    FP8, FP6, FP4, fp16), whose pre-scaled products stay below 2^125 (so not bf16/tf32, whose exponent range is
-    too wide) and whose group sums (G products and the accumulator, each below 2^(align_bits + 2)) fit int32;
-    accumulators rounded by rtz or rne."""
+    FP8, FP6, FP4, E8M0, fp16, bf16, tf32) and whose group sums (G products and the accumulator, each below
+    2^(align_bits + 2)) fit int32; accumulators rounded by rtz or rne."""
     from .native import compiler
 
     if device.type not in ("cpu", "cuda"):
@@ -957,8 +971,6 @@ def native_unsupported(model: AccumulatorModel, device: torch.device) -> str | N
     if fa.mbits + fb.mbits + 2 > 24:
         return (f"the native backend needs significand products exact in float32: {fa.name} x {fb.name} products "
                 f"have {fa.mbits + fb.mbits + 2} bits")
-    if _prescale_bits(fa) + _prescale_bits(fb) > 125:
-        return f"the native backend's pre-scaled {fa.name} x {fb.name} products would leave float32's range"
     if model.align_bits + 2 + math.ceil(math.log2(model.group_size + 1)) > 31:
         return (f"the native backend sums a group in int32: {model.group_size} terms of {model.align_bits} "
                 "fraction bits may not fit")
@@ -975,41 +987,65 @@ def _native_model_args(model: AccumulatorModel) -> tuple[list[int], float, float
 
     acc_fmt, outer_fmt = get_format(model.acc_format), get_format(model.outer_format)
     fa, fb = model.formats
+    prescaled = _prescale_bits(fa) + _prescale_bits(fb) <= 125
     ints = [model.group_size, model.align_bits, RoundingCode[model.align_rounding], int(model.align_with_acc),
-            _NO_EXP if model.zero_exponent is None else model.zero_exponent, _exponent_floor(model),
-            fa.mbits - fa.emin + fb.mbits - fb.emin, acc_fmt.mbits, acc_fmt.emin,
-            RoundingCode[canonical_rounding(model.acc_rounding)], int(model.overflow == "inf"),
-            model.promote_every or 0, outer_fmt.mbits, outer_fmt.emin,
-            RoundingCode[canonical_rounding(model.outer_rounding)]]
+            _NO_EXP if model.zero_exponent is None else model.zero_exponent, _exponent_floor(model), fa.emin, fb.emin,
+            int(prescaled), fa.mbits - fa.emin, fb.mbits - fb.emin,
+            acc_fmt.mbits, acc_fmt.emin, RoundingCode[canonical_rounding(model.acc_rounding)],
+            int(model.overflow == "inf"), model.promote_every or 0,
+            outer_fmt.mbits, outer_fmt.emin, RoundingCode[canonical_rounding(model.outer_rounding)]]
     return [int(i) for i in ints], float(acc_fmt.max), float(outer_fmt.max)
-
-
-def _native_operand(s: torch.Tensor, e: torch.Tensor, fmt: FloatFormat) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 1's (significand, exponent) of an operand as the native kernels take them: the pre-scaled
-    s * 2^(e + mbits - emin) (an integer-valued float32, exact) and e as int32 (zeros keep their exponent)."""
-    scaled = s.double() * pow2(torch.clamp(e, min=fmt.emin).long() + fmt.mbits - fmt.emin)
-    return scaled.float().contiguous(), e.int().contiguous()
 
 
 def _native_matmul(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torch.Tensor, seed: torch.Tensor,
                    model: AccumulatorModel) -> torch.Tensor:
     """Steps 2-6 by the C/CUDA builds of ``cuda_ext/lowprec_accum.h`` (the op ``lowprec::emulated_matmul``)
-    from step 1's significands and exponents and the accumulator's seed; float32, same bits as the torch path."""
+    from step 1's significands and exponents (as float32 values: the kernels split them again) and the
+    accumulator's seed; float32, same bits as the torch path."""
+    fa, fb = model.formats
+    a = sa.double() * pow2(torch.clamp(ea, min=fa.emin).long())    # exact: the finite operand values
+    b = sb.double() * pow2(torch.clamp(eb, min=fb.emin).long())
+    return _native_gemm(a, b, seed, model)
+
+
+def _native_gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor | None, model: AccumulatorModel) -> torch.Tensor:
+    """Steps 1-6 of ``seed + a @ b`` (seed: the accumulator's, or the outer one's when promoting; None: 0) by the
+    op ``lowprec::emulated_matmul``: ``a``, ``b`` values of the input formats (NaN/Inf count as 0: step 7 is
+    the caller's); float32 (M, N)."""
     from . import ops
 
-    fa, fb = model.formats
+    M, N = a.shape[0], b.shape[1]
+    seed = torch.zeros(M, N, dtype=torch.float64, device=a.device) if seed is None else seed.double()
     ints, acc_max, outer_max = _native_model_args(model)
-    return ops.emulated_gemm(*_native_operand(sa, ea, fa), *_native_operand(sb, eb, fb),
-                             seed.double().contiguous(), ints, acc_max, outer_max)
+    return ops.emulated_gemm(a.float().contiguous(), b.float().contiguous(), seed.contiguous(), ints, acc_max,
+                             outer_max)
+
+
+def _native_emulated_matmul(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None,
+                           model: AccumulatorModel) -> torch.Tensor:
+    """``emulated_matmul``'s native path from checked operands (values of the model's input formats, any float
+    dtype, on one device) and ``c`` (float32 or None), without its float64 prologue: steps 1-6 in the kernel, the
+    seed rounded here (step 4; c's NaN/Inf count as 0), step 7 only where an input is NaN/Inf, step 8."""
+    seed = None
+    if c is not None:
+        c64 = c.double()
+        c_fin = torch.where(torch.isfinite(c64), c64, 0.0)
+        seed = c_fin if model.promote_every else _finish(c_fin, model)
+    out = _native_gemm(a, b, seed, model)
+    if not all(bool(torch.isfinite(x).all()) for x in (a, b, *([] if c is None else [c]))):
+        out = _ieee_nonfinite(out, a.double(), b.double(), torch.zeros_like(out, dtype=torch.float64)
+                              if c is None else c.double())
+    return _output_nans(out, model)
 
 
 # ---- block-scaled GEMM -------------------------------------------------------------------------------------
 def _check_format_values(x: torch.Tensor, fmt: FloatFormat, name: str) -> None:
     """ValueError unless every finite element of ``x`` is a value of ``fmt`` (a format exact in float32):
     ``x`` survives float32 unchanged and ``quantize`` (RNE, saturating) leaves it unchanged."""
-    fin = x[torch.isfinite(x)]
-    x32 = fin.float()
-    if not (torch.equal(x32.to(fin.dtype), fin) and torch.equal(quantize(x32, fmt, saturate=True), x32)):
+    x32 = x.float()
+    fin = torch.where(torch.isfinite(x32), x32, 0.0)
+    exact = x.dtype == torch.float32 or torch.equal(torch.where(torch.isfinite(x), x, 0.0), fin.to(x.dtype))
+    if not (exact and torch.equal(quantize(fin, fmt, saturate=True), fin)):
         raise ValueError(f"{name} holds values that are not {fmt.name} values: quantize it first")
 
 
@@ -1089,24 +1125,20 @@ def emulated_scaled_matmul(a: Any, b: Any, model: AccumulatorModel | str, scale_
 
 def _native_scaled_matmul(a: torch.Tensor, b: torch.Tensor, model: AccumulatorModel, scale_a: torch.Tensor,
                           scale_b: torch.Tensor, k_block: int) -> torch.Tensor:
-    """``emulated_scaled_matmul``'s loop by the kernel of ``lowprec::emulated_scaled_matmul``: step 1 here, then
-    per block steps 2-6 and the scaled fold in C/CUDA; step 7 of each block, where an operand is NaN/Inf, from
-    the IEEE float64 products of the blocks (one batched matmul)."""
+    """``emulated_scaled_matmul``'s loop by the kernel of ``lowprec::emulated_scaled_matmul``: per block steps 1-6
+    and the scaled fold in C/CUDA; step 7 of each block, where an operand is NaN/Inf, from the IEEE float64
+    products of the blocks (one batched matmul)."""
     from . import ops
 
     M, K = a.shape
     N = b.shape[1]
-    fa, fb = model.formats
-    a64, b64 = a.double(), b.double()
-    a_ok, b_ok = torch.isfinite(a64), torch.isfinite(b64)
     ieee = None
-    if not (bool(a_ok.all()) and bool(b_ok.all())):
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        a64, b64 = a.double(), b.double()
         nb, pad = -(-K // k_block), -K % k_block
         a_blocks = torch.nn.functional.pad(a64, (0, pad)).view(M, nb, k_block).transpose(0, 1)
         b_blocks = torch.nn.functional.pad(b64, (0, 0, 0, pad)).view(nb, k_block, N)
         ieee = torch.bmm(a_blocks, b_blocks).float()
-    sa, ea = _significand_exponent(torch.where(a_ok, a64, 0.0), fa.emin, model.zero_exponent)
-    sb, eb = _significand_exponent(torch.where(b_ok, b64, 0.0), fb.emin, model.zero_exponent)
     ints, acc_max, outer_max = _native_model_args(model)
-    return ops.emulated_scaled_gemm(*_native_operand(sa, ea, fa), *_native_operand(sb, eb, fb), scale_a.contiguous(),
+    return ops.emulated_scaled_gemm(a.float().contiguous(), b.float().contiguous(), scale_a.contiguous(),
                                     scale_b.contiguous(), ieee, k_block, ints, acc_max, outer_max)

@@ -19,6 +19,14 @@ Codec contract (``n`` from 3 to 16 bits, tiles of ``tile`` elements along the la
   the whole tile decodes to NaN (the input had one; it never spreads beyond its tile).
 * A last dim that ``tile`` does not divide is a ``ValueError`` unless ``pad=True`` (a ragged last tile,
   metadata from its own elements).
+
+Backends (``backend=``, the same bits): ``eager`` (the torch reference below), ``compiled`` (the same functions
+fused by torch.compile: a compile per shape and setting on first use), ``native`` (``cuda_ext/logfmt_cpu.c``
+through the ``lowprec::logfmt_encode`` / ``logfmt_decode`` ops: CPU tensors, ``rounding="nearest"``; its log
+and exp are libm's, torch's are its own vectorised ones: both are within an ulp of the exact float64 result,
+so a float32 metadata value or level could only differ where that float64 result lies within an ulp of a
+float32 rounding boundary -- none seen in the tests' data) and ``auto`` (the default: native where it covers the
+call and the tensor has at least ``rounding.AUTO_NATIVE_MIN_NUMEL`` elements, else eager; never compiled).
 """
 
 from __future__ import annotations
@@ -28,11 +36,15 @@ from dataclasses import dataclass
 
 import torch
 
+from . import ops
+from .native import library_status
 from .packing import pack
+from .rounding import AUTO_NATIVE_MIN_NUMEL, compiled
 
 MIN_BITS, MAX_BITS = 3, 16
 LOG_RANGE = 32 * math.log(2.0)
 ROUNDINGS = ("nearest", "stochastic")
+BACKENDS = ("auto", "eager", "compiled", "native")
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,30 @@ class LogFMTTensor:
         return -(-self.codes.numel() * self.nbits // 8) + 8 * self.min.numel()
 
 
+def native_unsupported(device: torch.device, rounding: str = "nearest") -> str | None:
+    """Why ``backend="native"`` (``cuda_ext/logfmt_cpu.c``) cannot run here, or None: CPU tensors and nearest
+    rounding; then the native build (made on first use; ``lowprec.native.library_status`` warns once when it
+    cannot be made)."""
+    if device.type != "cpu":
+        return f"the native LogFMT codec runs on CPU tensors, not {device.type}"
+    if rounding != "nearest":
+        return f"the native LogFMT codec rounds to nearest, not {rounding!r}"
+    return library_status("logfmt_cpu")
+
+
+def _resolve_backend(backend: str, x: torch.Tensor, rounding: str = "nearest") -> str:
+    """The backend a validated call takes (``auto`` resolved; an explicit ``native`` that cannot run is a
+    ValueError saying why)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "auto":
+        big = x.numel() >= AUTO_NATIVE_MIN_NUMEL
+        return "native" if big and native_unsupported(x.device, rounding) is None else "eager"
+    if backend == "native" and (why := native_unsupported(x.device, rounding)):
+        raise ValueError(why)
+    return backend
+
+
 def _check(x: torch.Tensor, nbits: int, tile: int, pad: bool, rounding: str) -> None:
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
         raise TypeError(f"LogFMT needs a floating-point torch tensor, got "
@@ -69,9 +105,14 @@ def _check(x: torch.Tensor, nbits: int, tile: int, pad: bool, rounding: str) -> 
         raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
 
 
+def _as_2d(x: torch.Tensor) -> torch.Tensor:
+    """The (rows, cols) view: the last dim is cols (a 0-d or 1-d tensor is one row)."""
+    return x.reshape(1, -1) if x.dim() < 2 else x.reshape(-1, x.shape[-1])
+
+
 def _tiled(x: torch.Tensor, tile: int) -> torch.Tensor:
     """(rows, cols) -> (rows, n_tiles, tile), zero-padded (zeros take no part in min/max)."""
-    x2 = x.reshape(1, -1) if x.dim() < 2 else x.reshape(-1, x.shape[-1])
+    x2 = _as_2d(x)
     return torch.nn.functional.pad(x2, (0, (-x2.shape[1]) % tile)).view(x2.shape[0], -1, tile)
 
 
@@ -81,9 +122,22 @@ def levels(min_: torch.Tensor, step: torch.Tensor, k: torch.Tensor) -> torch.Ten
 
 
 def encode(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "nearest", *, pad: bool = False,
-           generator: torch.Generator | None = None) -> LogFMTTensor:
-    """Encode ``x`` to LogFMT-``nbits`` per ``tile`` elements of the last dim (see the module doc)."""
+           generator: torch.Generator | None = None, backend: str = "auto") -> LogFMTTensor:
+    """Encode ``x`` to LogFMT-``nbits`` per ``tile`` elements of the last dim (see the module doc).
+    ``backend``: ``auto``, ``eager``, ``compiled`` or ``native`` (the module doc; the same bits)."""
     _check(x, nbits, tile, pad, rounding)
+    backend = _resolve_backend(backend, x, rounding)
+    if backend == "native":
+        codes, min32, step32 = ops.logfmt_encode(_as_2d(x.detach().float()), nbits, tile, LOG_RANGE)
+    else:
+        core = compiled(_encode_core) if backend == "compiled" else _encode_core
+        codes, min32, step32 = core(x, nbits, tile, rounding, generator)
+    return LogFMTTensor(codes, min32, step32, nbits, tile, tuple(x.shape))
+
+
+def _encode_core(x: torch.Tensor, nbits: int, tile: int, rounding: str, generator: torch.Generator | None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes int32 (rows, cols), min, step) of a validated ``encode`` call: the torch reference."""
     kmax = (1 << (nbits - 1)) - 1
     t = _tiled(x.float(), tile)
     mag = t.abs().double()
@@ -126,25 +180,35 @@ def encode(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "neares
     codes = (k | sign).reshape(t.shape[0], -1)
     rows, cols = codes.shape[0], (x.shape[-1] if x.dim() else 1)
     nan = ~finite_tile
-    return LogFMTTensor(codes[:, :cols].to(torch.int32).reshape(rows, cols),
-                        torch.where(nan, torch.nan, min32), torch.where(nan, torch.nan, step32),
-                        nbits, tile, tuple(x.shape))
+    return (codes[:, :cols].to(torch.int32).reshape(rows, cols), torch.where(nan, torch.nan, min32),
+            torch.where(nan, torch.nan, step32))
 
 
-def decode(enc: LogFMTTensor) -> torch.Tensor:
-    """float32 values of a ``LogFMTTensor``, in the original shape."""
-    rows, cols = enc.codes.shape
-    c = torch.nn.functional.pad(enc.codes.long(), (0, (-cols) % enc.tile)).view(rows, -1, enc.tile)
-    k = c & ((1 << (enc.nbits - 1)) - 1)
-    neg = (c >> (enc.nbits - 1)) & 1
-    v = levels(enc.min[:, :, None], enc.step[:, :, None], torch.clamp(k, min=1))
+def decode(enc: LogFMTTensor, *, backend: str = "auto") -> torch.Tensor:
+    """float32 values of a ``LogFMTTensor``, in the original shape. ``backend``: as for ``encode``."""
+    backend = _resolve_backend(backend, enc.codes)
+    if backend == "native":
+        v = ops.logfmt_decode(enc.codes, enc.min, enc.step, enc.nbits, enc.tile)
+    else:
+        core = compiled(_decode_core) if backend == "compiled" else _decode_core
+        v = core(enc.codes, enc.min, enc.step, enc.nbits, enc.tile)
+    return v.reshape(enc.shape)
+
+
+def _decode_core(codes: torch.Tensor, min_: torch.Tensor, step: torch.Tensor, nbits: int, tile: int) -> torch.Tensor:
+    """float32 values (rows, cols) of codes with their tiles' metadata: the torch reference."""
+    rows, cols = codes.shape
+    c = torch.nn.functional.pad(codes.long(), (0, (-cols) % tile)).view(rows, -1, tile)
+    k = c & ((1 << (nbits - 1)) - 1)
+    neg = (c >> (nbits - 1)) & 1
+    v = levels(min_[:, :, None], step[:, :, None], torch.clamp(k, min=1))
     v = torch.where(k == 0, 0.0, v)
-    v = torch.where(torch.isnan(enc.min)[:, :, None], torch.nan, v)
+    v = torch.where(torch.isnan(min_)[:, :, None], torch.nan, v)
     v = torch.where(neg == 1, -v, v)
-    return v.reshape(rows, -1)[:, :cols].reshape(enc.shape)
+    return v.reshape(rows, -1)[:, :cols]
 
 
 def quantize(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "nearest", *, pad: bool = False,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """``decode(encode(x))``: x rounded to LogFMT-``nbits`` (float32)."""
-    return decode(encode(x, nbits, tile, rounding, pad=pad, generator=generator))
+             generator: torch.Generator | None = None, backend: str = "auto") -> torch.Tensor:
+    """``decode(encode(x))``: x rounded to LogFMT-``nbits`` (float32); ``backend`` as for ``encode``."""
+    return decode(encode(x, nbits, tile, rounding, pad=pad, generator=generator, backend=backend), backend=backend)

@@ -1,11 +1,13 @@
 """Native builds of the C/CUDA sources of ``cuda_ext/`` (installed inside the package as
-``lowprec/_native_src``): ``accum_cpu.c`` and ``quant_cpu.c`` with the system C compiler (the native CPU backend),
-``accum_cuda.cu`` with nvcc (the native CUDA backend), compiled on first use (about a second each) and loaded
-through ctypes. Builds are cached under ``$LOWPREC_CACHE`` (default ``~/.cache/lowprec``) by ``build_key``
-(sources, compiler, its version, every flag, the target CPU) and written atomically (a uniquely named file renamed
-into place), so processes sharing the cache never load a partial or foreign build. When a backend cannot be built,
-``native_status`` says why and warns once (``NativeBuildWarning``, with the compiler's own message), and ``compiler``
-returns None: callers then take the pure-torch path, which gives the same bits."""
+``lowprec/_native_src``): ``accum_cpu.c``, ``quant_cpu.c`` and ``logfmt_cpu.c`` with the system C compiler (the
+native CPU backend), ``accum_cuda.cu`` with nvcc (the native CUDA backend), compiled on first use (about a second
+each) and loaded through ctypes; ``lowprec.ops`` registers the kernels as torch custom ops. Builds are cached
+under ``$LOWPREC_CACHE`` (default ``~/.cache/lowprec``) by ``build_key`` (sources, compiler, its version, every
+flag, the target CPU) and written atomically (a uniquely named file renamed into place), so processes sharing the
+cache never load a partial or foreign build. When a backend cannot be built,
+``native_status`` (a whole backend) or ``library_status`` (one library) says why and warns once
+(``NativeBuildWarning``, with the compiler's own message), and ``compiler`` returns None: callers then take the
+pure-torch path, which gives the same bits."""
 
 from __future__ import annotations
 
@@ -29,16 +31,17 @@ _HERE = Path(__file__).resolve().parent
 SOURCE_DIRS = (_HERE / "_native_src", _HERE.parent / "cuda_ext")    # an installed package, then a source checkout
 CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-shared", "-fPIC"]
 NVCCFLAGS = ["-O3", "--fmad=false", "-shared", "-Xcompiler", "-fPIC"]   # no contraction, as on the CPU
-LIBRARIES: dict[str, bool] = {"accum_cpu": False, "quant_cpu": False, "accum_cuda": True}   # name -> built by nvcc
+LIBRARIES: dict[str, bool] = {"accum_cpu": False, "quant_cpu": False, "logfmt_cpu": False,   # name -> built by nvcc
+                               "accum_cuda": True}
 
 
 class AccumModelC(ctypes.Structure):
-    """``lp_accum_model`` of ``cuda_ext/lowprec_accum.h`` (same fields, same order)."""
-    _fields_ = [("group", ctypes.c_int32), ("align_bits", ctypes.c_int32), ("align_rounding", ctypes.c_int32),
-                ("align_with_acc", ctypes.c_int32), ("zero_exp", ctypes.c_int32), ("e_floor", ctypes.c_int32),
-                ("acc_mbits", ctypes.c_int32), ("acc_emin", ctypes.c_int32), ("acc_rounding", ctypes.c_int32),
-                ("acc_overflow_inf", ctypes.c_int32), ("acc_max", ctypes.c_double), ("promote_every", ctypes.c_int32),
-                ("outer_mbits", ctypes.c_int32), ("outer_emin", ctypes.c_int32), ("outer_rounding", ctypes.c_int32),
+    """``lp_accum_model`` of ``cuda_ext/lowprec_accum.h`` (same fields, same order: the int32 fields, then the two
+    doubles), so ``AccumModelC(*INT_FIELDS values, acc_max, outer_max)`` builds one."""
+    INT_FIELDS = ("group", "align_bits", "align_rounding", "align_with_acc", "zero_exp", "e_floor", "a_emin",
+                  "b_emin", "prescaled", "a_offset", "b_offset", "acc_mbits", "acc_emin", "acc_rounding",
+                  "acc_overflow_inf", "promote_every", "outer_mbits", "outer_emin", "outer_rounding")
+    _fields_ = [*((name, ctypes.c_int32) for name in INT_FIELDS), ("acc_max", ctypes.c_double),
                 ("outer_max", ctypes.c_double)]
 
 
@@ -164,13 +167,30 @@ def native_status(cuda: bool) -> str | None:
     a library that does not build or load: the compiler's own message included), or None when every library of
     ``LIBRARIES`` for it builds and loads. Builds on the first call; warns once (``NativeBuildWarning``) when
     unusable."""
-    for name, built_by_nvcc in LIBRARIES.items():
-        if built_by_nvcc == cuda and isinstance(err := _load(name), NativeBuildError):
-            why = f"the native {'CUDA' if cuda else 'CPU'} backend is unavailable: {err}"
-            warnings.warn(f"{why}\nlowprec takes the pure-torch path instead (same bits, slower)", NativeBuildWarning,
-                          stacklevel=2)
-            return why
+    return next(filter(None, (library_status(name) for name, nv in LIBRARIES.items() if nv == cuda)), None)
+
+
+@torch.compiler.assume_constant_result      # torch.compile runs it while tracing, a constant in the graph
+def library_status(name: str) -> str | None:
+    """Why the native library ``name`` (a key of ``LIBRARIES``) is unusable here, the compiler's own message
+    included, or None when it builds and loads: what an op that needs only this library asks. Builds on the first
+    call; warns once (``NativeBuildWarning``) when unusable."""
+    return _library_status(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _library_status(name: str) -> str | None:
+    if isinstance(err := _load(name), NativeBuildError):
+        why = f"the native {'CUDA' if LIBRARIES[name] else 'CPU'} backend is unavailable: {err}"
+        if LIBRARIES[name] not in _WARNED:                # one warning per backend (CPU, CUDA) and process
+            _WARNED.add(LIBRARIES[name])
+            warnings.warn(f"{why}\nlowprec takes the pure-torch path instead (same bits, slower)",
+                          NativeBuildWarning, stacklevel=3)
+        return why
     return None
+
+
+_WARNED: set[bool] = set()     # the backends (built by nvcc or not) whose NativeBuildWarning has been given
 
 
 def compiler(cuda: bool) -> str | None:
@@ -182,8 +202,9 @@ def compiler(cuda: bool) -> str | None:
 def reset() -> None:
     """Forget this process's build outcomes and warnings (after installing a compiler or changing ``$CC`` or
     ``$LOWPREC_CACHE``): the next use checks and builds again."""
-    for fn in (_toolchain_identity, _load, native_status):
+    for fn in (_toolchain_identity, _load, native_status, _library_status):
         fn.cache_clear()
+    _WARNED.clear()
 
 
 def backends_report() -> list[dict[str, Any]]:
@@ -206,7 +227,8 @@ def backends_report() -> list[dict[str, Any]]:
          "detail": compiled_why or "torch.compile of the eager code, same bits; compiles on first use per shape, "
                                    "format and mode (seconds)"},
         {"backend": "native CPU", "available": cpu_why is None,
-         "detail": cpu_why or f"C (quant_cpu.c: quantize_tensor; accum_cpu.c: emulated_matmul) built by "
+         "detail": cpu_why or f"C (quant_cpu.c: quantize_tensor, encode, quantize; logfmt_cpu.c: logfmt; "
+                              f"accum_cpu.c: emulated_matmul) built by "
                               f"{compiler(False)}, cached in {cache_dir()}"},
         {"backend": "native CUDA", "available": cuda_why is None,
          "detail": cuda_why or f"CUDA (accum_cuda.cu: emulated_matmul) built by {compiler(True)}, cached in "
@@ -227,6 +249,7 @@ def format_struct(fmt) -> FormatC:
 
 
 class ScalingC(ctypes.Structure):
-    _fields_ = [("tr", ctypes.c_int32), ("tc", ctypes.c_int32), ("scale_op", ctypes.c_int32),
-                ("pow2", ctypes.c_int32), ("tile_nan", ctypes.c_int32), ("target", ctypes.c_float),
-                ("amax_floor", ctypes.c_float)]
+    """``lp_scaling`` of ``cuda_ext/quant_cpu.c`` (same fields, same order)."""
+    _fields_ = [*((name, ctypes.c_int32) for name in ("tr", "tc", "scale_op", "pow2", "tile_nan", "e8m0", "mx_rule",
+                                                      "emax")),
+                ("target", ctypes.c_float), ("amax_floor", ctypes.c_float), ("fmax", ctypes.c_double)]

@@ -28,9 +28,10 @@ Numerical contract
 * ``decode`` returns float32 when every value of the format is a float32 (all formats <= 16 bits and
   E8M13, TF32, FP32), float64 otherwise.
 * Backends (``CAST_BACKENDS``) give the same bits: ``eager`` is the integer-arithmetic encoder above;
-  ``compiled`` fuses it with torch.compile; ``auto`` (the default) takes torch's own cast for RNE of
-  float32, float16 and bfloat16 CPU tensors to a format torch has a dtype for (``TORCH_CASTS``), the
-  eager encoder's results for its NaN, Inf and overflowing elements, and the eager encoder otherwise.
+  ``compiled`` fuses it with torch.compile; ``native`` is its C transcription (``cuda_ext/lowprec_round.h``,
+  the ``lowprec::encode`` op); ``auto`` (the default) takes torch's own cast for RNE of float32, float16 and
+  bfloat16 CPU tensors to a format torch has a dtype for (``TORCH_CASTS``), the eager encoder's results for
+  its NaN, Inf and overflowing elements; else native for large CPU tensors it covers; else eager.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from . import ops
 from .formats import FloatFormat, get_format
+from .native import library_status
 
 TORCH_FLOAT8: dict[str, torch.dtype] = {   # formats torch has a dtype for (its casts are RNE: tested)
     "e4m3fn": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2, "e4m3fnuz": torch.float8_e4m3fnuz,
@@ -150,9 +153,17 @@ def _as_float_tensor(x: Any, what: str) -> tuple[torch.Tensor, bool]:
     return x, was_numpy
 
 
+def _has_nan(x: torch.Tensor) -> bool:
+    """Whether ``x`` holds a NaN: one max reduction where torch has it for the dtype (torch's max propagates NaN;
+    several times cheaper than ``isnan(x).any()``, which costs more than a cast), else ``isnan``."""
+    if x.numel() and x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        return bool(torch.amax(x).isnan())
+    return bool(torch.isnan(x).any())
+
+
 def _validate_special_inputs(x: torch.Tensor, fmt: FloatFormat) -> None:
     """Reject inputs the format cannot represent at all (checked before any rounding work)."""
-    if not fmt.has_nan and bool(torch.isnan(x).any()):
+    if not fmt.has_nan and _has_nan(x):
         raise ValueError(f"format {fmt.name} has no NaN, but the input contains NaN")
     if not fmt.signed and bool((x < 0).any()):
         raise ValueError(f"format {fmt.name} is unsigned, but the input has negative values")
@@ -290,16 +301,29 @@ def _quantize_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: b
 
 
 BACKENDS: tuple[str, ...] = ("eager", "compiled")
-CAST_BACKENDS: tuple[str, ...] = ("auto", *BACKENDS)       # encode and quantize
+CAST_BACKENDS: tuple[str, ...] = ("auto", *BACKENDS, "native")       # encode and quantize
+AUTO_NATIVE_MIN_NUMEL = 1 << 16     # below this, backend="auto" stays eager: no native build for a small tensor
+
+
+COMPILED_VARIANTS = 256    # compiled variants (formats, roundings, models...) per function before an error
 
 
 @functools.lru_cache(maxsize=None)
 def compiled(fn: Any) -> Any:
-    """``fn`` fused by torch.compile (C++/OpenMP loops on CPU, Triton kernels on CUDA), one wrapper per
-    function, shared by every ``backend="compiled"`` path. Compiled on first use per combination of
-    Python constants (format, rounding, model...): 10-40 s on CPU. Shapes are specialised on the first
-    call and generalised (dynamic) when a second shape arrives (torch.compile's default)."""
-    return torch.compile(fn)
+    """``fn`` fused by torch.compile (C++/OpenMP loops on CPU, Triton kernels on CUDA), shared by every
+    ``backend="compiled"`` path. Compiled on first use per combination of Python constants (format,
+    rounding, model...): 10-40 s on CPU. Shapes are specialised on the first call and generalised
+    (dynamic) when a second shape arrives (torch.compile's default). torch.compile keeps 8 variants of a
+    function and then silently runs it uncompiled; here it keeps ``COMPILED_VARIANTS`` and then raises,
+    so ``backend="compiled"`` never quietly means eager."""
+    fast = torch.compile(fn)
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with torch._dynamo.config.patch(recompile_limit=COMPILED_VARIANTS, fail_on_recompile_limit_hit=True):
+            return fast(*args, **kwargs)
+
+    return call
 
 
 def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Generator | None,
@@ -309,11 +333,51 @@ def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Gen
     rounding = canonical_rounding(rounding)
     if backend not in CAST_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {CAST_BACKENDS}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                        "(e.g. torch.Generator().manual_seed(0))")
     t, was_numpy = _as_float_tensor(x, what)
     _validate_special_inputs(t, fmt)
     rand = (_random_bits(t.shape, t.device, sr_bits, generator, random_bits)
             if rounding == "stochastic" else None)
     return t, was_numpy, fmt, rounding, rand
+
+
+def native_unsupported(t: torch.Tensor, fmt: FloatFormat, rounding: str) -> str | None:
+    """Why ``backend="native"`` (the ``lowprec::encode`` op, ``cuda_ext/quant_cpu.c``) cannot cast ``t`` to
+    ``fmt`` with ``rounding`` (canonical), or None. The request is checked first; then the native CPU build
+    (made on first use; ``lowprec.native.library_status`` warns once when it cannot be made)."""
+    if t.device.type != "cpu":
+        return f"the native cast runs on CPU tensors, not {t.device.type}"
+    if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"the native cast takes float32, float16 or bfloat16 inputs, not {t.dtype}"
+    if rounding == "stochastic":
+        return "the native cast covers the deterministic rounding modes, not stochastic"
+    if fmt.bits > 8 or not (fmt.signed and fmt.subnormals and fmt.has_zero) or fmt.emin < -126:
+        return f"the native cast covers signed <= 8-bit formats with subnormals and a zero, not {fmt.name}"
+    return library_status("quant_cpu")
+
+
+def _cast_backend(t: torch.Tensor, fmt: FloatFormat, rounding: str, backend: str) -> str:
+    """The path a validated cast takes: ``"torch"`` (torch's cast, ``torch_cast_dtype``), ``"native"``,
+    ``"eager"`` or ``"compiled"``. ``"auto"``: torch's cast where it is proven, else native for tensors of at
+    least ``AUTO_NATIVE_MIN_NUMEL`` elements that it covers, else eager. An explicit ``"native"`` that cannot
+    run is a ValueError saying why."""
+    if backend == "auto":
+        if torch_cast_dtype(t, fmt, rounding) is not None:
+            return "torch"
+        big = t.numel() >= AUTO_NATIVE_MIN_NUMEL
+        return "native" if big and native_unsupported(t, fmt, rounding) is None else "eager"
+    if backend == "native" and (why := native_unsupported(t, fmt, rounding)):
+        raise ValueError(why)
+    return backend
+
+
+def _native_cast(t: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, values: bool) -> torch.Tensor:
+    """The codes (``values=False``) or their float32 values of ``t`` by the ``lowprec::encode`` op."""
+    codes, vals = ops.encode(t.detach().float(), ops.format_args(fmt), int(ops.RoundingCode[rounding]), saturate,
+                             values)
+    return vals if values else codes
 
 
 def torch_cast_dtype(t: torch.Tensor, fmt: FloatFormat, rounding: str) -> torch.dtype | None:
@@ -386,19 +450,23 @@ def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: b
     ``saturate``: overflow and Inf go to +-max instead of Inf/NaN.
     ``backend``: ``"auto"`` (the default: torch's cast, with the eager encoder's codes for NaN, Inf and
     overflowing elements, for RNE of float32/float16/bfloat16 CPU tensors to ``TORCH_CASTS``' formats;
-    else eager), ``"eager"`` (op by op, no compiler needed) or ``"compiled"`` (the same function fused
-    by torch.compile: far faster than eager on large tensors, a one-off compile per format and mode).
-    Every backend gives the same bits.
+    else native for tensors of at least ``AUTO_NATIVE_MIN_NUMEL`` elements that it covers; else eager),
+    ``"eager"`` (op by op, no compiler needed), ``"compiled"`` (the same function fused by torch.compile:
+    a one-off compile per format and mode) or ``"native"`` (the ``lowprec::encode`` op, C: every
+    deterministic mode, float32/float16/bfloat16 CPU tensors, signed <= 8-bit formats with subnormals, FP6
+    and FP4 included: see ``native_unsupported``). Every backend gives the same bits.
     """
     t, was_numpy, fmt, rounding, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
                                                  "encode")
-    dtype = torch_cast_dtype(t, fmt, rounding) if backend == "auto" else None
-    if dtype is not None:
-        y, special = _torch_round(t, fmt, dtype)
+    path = _cast_backend(t, fmt, rounding, backend)
+    if path == "torch":
+        y, special = _torch_round(t, fmt, TORCH_CASTS[fmt])
         code = _cast_codes(y, fmt)
         if special is not None:
             code.view(-1)[special] = _encode_core(t.detach().reshape(-1)[special], fmt, rounding, bool(saturate),
                                                   None, sr_bits)
+    elif path == "native":
+        code = _native_cast(t, fmt, rounding, bool(saturate), values=False)
     else:
         core = compiled(_encode_core) if backend == "compiled" else _encode_core
         code = core(t, fmt, rounding, bool(saturate), rand, sr_bits)
@@ -494,13 +562,15 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
                                                  "quantize")
     if out_dtype is None:
         out_dtype = t.dtype if holds(t.dtype, fmt) else decode_dtype(fmt)
-    dtype = torch_cast_dtype(t, fmt, rounding) if backend == "auto" else None
-    if dtype is not None:                                          # torch's exact widening of its rounded values
-        y, special = _torch_round(t, fmt, dtype)
+    path = _cast_backend(t, fmt, rounding, backend)
+    if path == "torch":                                            # torch's exact widening of its rounded values
+        y, special = _torch_round(t, fmt, TORCH_CASTS[fmt])
         vals = y.float()
         if special is not None:
             vals.view(-1)[special] = _quantize_core(t.detach().reshape(-1)[special], fmt, rounding, bool(saturate),
                                                     None, sr_bits, _decode_table(fmt, t.device))
+    elif path == "native":
+        vals = _native_cast(t, fmt, rounding, bool(saturate), values=True)
     elif fmt.bits <= 16:
         core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
         vals = core(t, fmt, rounding, bool(saturate), rand, sr_bits, _decode_table(fmt, t.device))

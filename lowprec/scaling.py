@@ -1,4 +1,5 @@
-"""Scaling: granularities, scale choice, ``QuantizedTensor``, named recipes, and the block-scaled GEMM.
+"""Scaling: granularities, scale choice, ``QuantizedTensor`` and named recipes (the GEMM of quantised tensors is
+``lowprec.gemm``).
 
 Conventions (one mechanism for every recipe)
 -------------------------------------------
@@ -37,22 +38,24 @@ Conventions (one mechanism for every recipe)
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
+from . import ops
 from .formats import E8M0, FloatFormat, get_format
-from .rounding import (BACKENDS, _encode_core, add_round_to_odd, compiled, decode, encode, floor_log2, pow2,
-                       round_values, torch_cast_dtype)
+from .native import library_status
+from .rounding import (AUTO_NATIVE_MIN_NUMEL, BACKENDS, _encode_core, compiled, decode, encode,
+                       floor_log2, pow2, round_values, torch_cast_dtype)
 
 SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
+SCALE_FORMATS = ("fp32", "e8m0", "ue4m3")
+NVFP4_TENSOR_TARGET = 448.0 * 6.0     # the per-tensor encode scale maps the tensor's amax to E4M3 max x E2M1 max
 MX_RULES = ("floor", "ceil", "even", "rceil")
 NONFINITE = ("element", "tile_nan")
 QUANTIZE_TENSOR_BACKENDS = ("auto", *BACKENDS, "native")
-AUTO_NATIVE_MIN_NUMEL = 1 << 16     # below this, backend="auto" stays eager: no build for a small tensor
 _F32_MAX = torch.finfo(torch.float32).max
 _F32_TINY = torch.finfo(torch.float32).tiny        # 2^-126
 
@@ -68,23 +71,39 @@ class ScalingConfig:
     amax_floor: float = 0.0
     pow2: bool = False
     scale_op: str = "mul_inv"
-    scale_format: Literal["fp32", "e8m0"] = "fp32"
+    scale_format: Literal["fp32", "e8m0", "ue4m3"] = "fp32"
     mx_rule: str = "floor"
-    nonfinite: str = "element"
+    nonfinite: str | None = None
     allow_ragged: bool = True
 
     def __post_init__(self) -> None:
         f = get_format(self.fmt)
+        if not isinstance(self.tile, (tuple, list)):
+            raise TypeError(f"tile must be a pair (rows, cols), e.g. (1, 128) or (-1, -1) for per-tensor, "
+                            f"got {self.tile!r}")
         if len(self.tile) != 2 or any((not isinstance(t, int)) or (t < 1 and t != -1) for t in self.tile):
             raise ValueError(f"tile must be two positive ints or -1 (whole dim), got {self.tile!r}")
+        object.__setattr__(self, "tile", tuple(self.tile))
+        if self.nonfinite is None:          # the default that works for the element format: a NaN code, or the tile
+            object.__setattr__(self, "nonfinite", "element" if f.has_nan else "tile_nan")
+        if not isinstance(self.margin, int) or isinstance(self.margin, bool) or self.margin < 0:
+            raise ValueError(f"margin must be an int >= 0 (scales leave 2^margin headroom), got {self.margin!r}")
+        ignored = self._ignored_fields()
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} {'has' if len(ignored) == 1 else 'have'} no effect with "
+                             f"{self._family()} scaling; leave {'it' if len(ignored) == 1 else 'them'} at the default")
         if self.scale_op not in SCALE_OPS:
             raise ValueError(f"unknown scale_op {self.scale_op!r}; expected one of {SCALE_OPS}")
         if self.mx_rule not in MX_RULES:
             raise ValueError(f"unknown mx_rule {self.mx_rule!r}; expected one of {MX_RULES}")
         if self.nonfinite not in NONFINITE:
             raise ValueError(f"unknown nonfinite policy {self.nonfinite!r}; expected one of {NONFINITE}")
-        if self.scale_format not in ("fp32", "e8m0"):
-            raise ValueError(f"scale_format must be 'fp32' or 'e8m0', got {self.scale_format!r}")
+        if self.scale_format not in SCALE_FORMATS:
+            raise ValueError(f"scale_format must be one of {SCALE_FORMATS}, got {self.scale_format!r}")
+        if self.scale_format == "ue4m3" and (self.amax_source != "current" or self.pow2 or self.amax_floor
+                                             or self.margin or self.scale_op != "mul_inv"):
+            raise ValueError("NVFP4 (ue4m3) scaling has its own two-level rule: current amax, and no pow2, "
+                             "amax_floor, margin or scale_op")
         if self.amax_source not in ("current", "delayed"):
             raise ValueError(f"amax_source must be 'current' or 'delayed', got {self.amax_source!r}")
         if self.amax_floor < 0 or not math.isfinite(self.amax_floor):
@@ -100,6 +119,18 @@ class ScalingConfig:
     @property
     def format(self) -> FloatFormat:
         return get_format(self.fmt)
+
+    def _family(self) -> str:
+        return {"e8m0": "MX (e8m0)", "ue4m3": "NVFP4 (ue4m3)"}.get(
+            self.scale_format, "delayed" if self.amax_source == "delayed" else "current")
+
+    def _ignored_fields(self) -> list[str]:
+        """The fields set away from their defaults that this scaling family does not use (module doc)."""
+        used = {"MX (e8m0)": {"mx_rule"}, "NVFP4 (ue4m3)": set(),
+                "delayed": {"margin", "scale_op"},
+                "current": {"margin", "amax_floor", "pow2", "scale_op"}}[self._family()]
+        defaults = {"margin": 0, "amax_floor": 0.0, "pow2": False, "scale_op": "mul_inv", "mx_rule": "floor"}
+        return [k for k, v in defaults.items() if k not in used and getattr(self, k) != v]
 
 
 @dataclass
@@ -140,6 +171,7 @@ class QuantizedTensor:
     scales: torch.Tensor         # float32, (ceil(rows / tr), ceil(cols / tc)); NaN where a tile is NaN
     config: ScalingConfig
     shape: tuple[int, ...]       # the original shape
+    tensor_scale: float = 1.0    # NVFP4's per-tensor float32 decode scale (1 for one-level scaling)
 
     def __post_init__(self) -> None:
         if not isinstance(self.codes, torch.Tensor) or self.codes.dim() != 2 or self.codes.dtype.is_floating_point:
@@ -174,7 +206,8 @@ class QuantizedTensor:
         return decode(self.codes, self.fmt)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """value(code) * scale in the original shape, the exact product rounded once to ``dtype``.
+        """value(code) * scale (* tensor_scale) in the original shape, the exact product rounded once to ``dtype``
+        (with NVFP4's tensor scale: value * scale is exact, a 2-bit times a 4-bit significand).
 
         For float32 out of float32 values and scales, one IEEE float32 multiply per element (it is
         correctly rounded: the same bits as the exact product rounded once), broadcast over the tiles;
@@ -184,16 +217,20 @@ class QuantizedTensor:
         if dtype == torch.float32 and vals.dtype == torch.float32 and self.scales.dtype == torch.float32:
             t = _tiles(vals, self.tile)
             out = t * self.scales[:, None, :, None]
+            if self.tensor_scale != 1.0:
+                out = out * self.tensor_scale
             R, C = self.codes.shape
-            return out.reshape(t.shape[0] * t.shape[1], -1)[:R, :C].reshape(self.shape)
+            return out.reshape(t.shape[0] * t.shape[1], t.shape[2] * t.shape[3])[:R, :C].reshape(self.shape)
         sf = _expand(self.scales.double(), self.tile, tuple(self.codes.shape))
-        return (vals.double() * sf).to(dtype).reshape(self.shape)
+        return (vals.double() * sf * self.tensor_scale).to(dtype).reshape(self.shape)
 
     def nbytes(self, packed: bool = True) -> int:
-        """Bytes on the wire: codes (packed for sub-byte formats) plus scales (1 byte for E8M0, else 4)."""
+        """Bytes on the wire: codes (packed for sub-byte formats) plus scales (1 byte for E8M0 and UE4M3, else 4;
+        4 more for NVFP4's tensor scale)."""
         bits = self.fmt.bits if packed else 8
-        scale_bytes = 1 if self.config.scale_format == "e8m0" else 4
-        return math.ceil(self.codes.numel() * bits / 8) + self.scales.numel() * scale_bytes
+        scale_bytes = 4 if self.config.scale_format == "fp32" else 1
+        extra = 4 if self.config.scale_format == "ue4m3" else 0
+        return math.ceil(self.codes.numel() * bits / 8) + self.scales.numel() * scale_bytes + extra
 
 
 # ---- tiles ---------------------------------------------------------------------------------------
@@ -219,7 +256,7 @@ def _expand(per_tile: torch.Tensor, tile: tuple[int, int], shape2d: tuple[int, i
 
 
 def _as_2d(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(1, -1) if x.dim() < 2 else x.reshape(-1, x.shape[-1])
+    return x.reshape(1, -1) if x.dim() < 2 else x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
 
 
 # ---- scale choice ---------------------------------------------------------------------------------
@@ -286,6 +323,24 @@ def _tile_scales(t: torch.Tensor, finite: torch.Tensor, cfg: ScalingConfig, dela
     return sf, 1.0 / sf, nan_tile
 
 
+def _two_level_scales(t: torch.Tensor, finite: torch.Tensor, cfg: ScalingConfig
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NVFP4 (``scale_format="ue4m3"``), in float32: the tensor's encode scale ``S = 448 * 6 / amax`` (1 when the
+    tensor has no finite non-zero value, FP32 max when it overflows), each tile's scale
+    ``s = UE4M3(RNE, saturating)((amax_tile / 6) * S)``, the element multiplier ``S / s`` (0 for a zero scale) and
+    the tensor's decode scale ``1 / S``: (s, multiplier, nan_tile, decode scale). Elements are then cast RNE with
+    saturation as every recipe's; ``value * s * (1 / S)`` dequantises."""
+    f = cfg.format
+    amax = torch.where(finite, t.abs(), 0.0).amax(dim=(1, 3))
+    nan_tile = ~finite.all(dim=(1, 3)) if cfg.nonfinite == "tile_nan" else torch.zeros_like(amax, dtype=torch.bool)
+    tensor_amax = amax.amax() if amax.numel() else torch.zeros((), dtype=torch.float32)
+    enc = torch.where(tensor_amax > 0, torch.tensor(NVFP4_TENSOR_TARGET, dtype=torch.float32) / tensor_amax, 1.0)
+    enc = torch.clamp(enc, max=_F32_MAX)
+    s = round_values((amax / f.max) * enc, get_format("ue4m3"), "rne", saturate=True).float()
+    mult = torch.where(s > 0, enc / s, 0.0)
+    return s, mult, nan_tile, 1.0 / enc
+
+
 def _scaled(t: torch.Tensor, sf: torch.Tensor, mult: torch.Tensor, cfg: ScalingConfig) -> torch.Tensor:
     """The values that are cast, computed as ``cfg.scale_op`` says (float32). MX divides by a power of two:
     exact in float32 wherever the quotient is a normal float32; a quotient below 2^-126 rounds to zero
@@ -296,7 +351,7 @@ def _scaled(t: torch.Tensor, sf: torch.Tensor, mult: torch.Tensor, cfg: ScalingC
         if f.emin - f.mbits >= -125:
             return t / sf[:, None, :, None]
         return t.double() / sf[:, None, :, None].double()
-    if cfg.scale_op == "div":
+    if cfg.scale_op == "div" and cfg.scale_format == "fp32":
         return t / sf[:, None, :, None]
     return t * mult[:, None, :, None]
 
@@ -309,7 +364,7 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
     ``overrides`` replace config fields (e.g. ``tile=(1, 64)``, ``scale_op="div"``). Delayed scaling
     needs ``history`` (an ``AmaxHistory``), which is updated. ``backend``: ``"eager"`` (torch, op by
     op), ``"compiled"`` (the same work fused by torch.compile), ``"native"`` (``cuda_ext/quant_cpu.c``:
-    current scaling, float32 scales, <= 8-bit formats, CPU: see ``native_unsupported``) or ``"auto"``
+    current scaling, float32 or E8M0 scales, <= 8-bit formats, CPU: see ``native_unsupported``) or ``"auto"``
     (native when it covers the call and ``x`` has at least ``AUTO_NATIVE_MIN_NUMEL`` elements, else
     eager; never compiled); the same bits either way.
     """
@@ -318,7 +373,8 @@ def quantize_tensor(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig 
         codes, sf, _ = _native_quantize(x2, cfg, tile, dequantized=False)
     else:
         core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
-        codes, sf = core(x2, cfg, tile, delayed_mult)
+        codes, sf, tensor_scale = core(x2, cfg, tile, delayed_mult)
+        return QuantizedTensor(codes, sf, cfg, tuple(x.shape), float(tensor_scale))
     return QuantizedTensor(codes, sf, cfg, tuple(x.shape))
 
 
@@ -333,7 +389,8 @@ def fake_quantize(x: torch.Tensor, recipe_or_scaling: "Recipe | ScalingConfig | 
         assert deq is not None
         return deq.reshape(x.shape)
     core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
-    return QuantizedTensor(*core(x2, cfg, tile, delayed_mult), cfg, tuple(x.shape)).dequantize()
+    codes, sf, tensor_scale = core(x2, cfg, tile, delayed_mult)
+    return QuantizedTensor(codes, sf, cfg, tuple(x.shape), float(tensor_scale)).dequantize()
 
 
 def _prepare_quantize(x: torch.Tensor, recipe_or_scaling: Any, role: str, history: AmaxHistory | None, backend: str,
@@ -354,6 +411,12 @@ def _prepare_quantize(x: torch.Tensor, recipe_or_scaling: Any, role: str, histor
         backend = "native" if big and native_unsupported(cfg, x.device) is None else "eager"
     elif backend == "native" and (why := native_unsupported(cfg, x.device)):
         raise ValueError(why)
+    if x.dtype == torch.float64 and x.numel():
+        mag = torch.where(torch.isfinite(x), x.abs(), 0.0)
+        if bool((mag > _F32_MAX).any()) or bool(((mag > 0) & (mag < 2.0**-149)).any()):
+            raise ValueError("quantize_tensor works in float32, as the libraries it models: this float64 input "
+                             "holds values float32 cannot hold (|x| > 3.4e38 or 0 < |x| < 1.4e-45); scale it into "
+                             "float32's range first, or use lowprec.quantize (exact for float64)")
     x2 = _as_2d(x).to(torch.float32)
     tile = _resolve_tile(cfg.tile, tuple(x2.shape))
     if not cfg.allow_ragged and (x2.shape[0] % tile[0] or x2.shape[1] % tile[1]):
@@ -368,61 +431,47 @@ def _prepare_quantize(x: torch.Tensor, recipe_or_scaling: Any, role: str, histor
 
 
 def native_unsupported(cfg: ScalingConfig, device: torch.device) -> str | None:
-    """Why ``backend="native"`` (``cuda_ext/quant_cpu.c``) cannot quantise with ``cfg`` here, or None.
-    The configuration is checked first; then the native CPU build (made on first use; when it cannot be
-    made, ``lowprec.native.native_status`` warns once with the compiler's message)."""
-    from .native import native_status
-
+    """Why ``backend="native"`` (``cuda_ext/quant_cpu.c`` through the ``lowprec::quantize_tiles`` op) cannot
+    quantise with ``cfg`` here, or None. The configuration is checked first; then the native CPU build (made
+    on first use; when it cannot be made, ``lowprec.native.library_status`` warns once with the compiler's
+    message)."""
     f = cfg.format
     if device.type != "cpu":
         return f"the native scaling backend runs on CPU tensors, not {device.type}"
-    if cfg.scale_format != "fp32" or cfg.amax_source != "current":
-        return "the native scaling backend covers current scaling with float32 scales (not MX or delayed)"
+    if cfg.amax_source != "current":
+        return "the native scaling backend covers current scaling (not delayed)"
+    if cfg.scale_format == "ue4m3":
+        return "the native scaling backend covers fp32 and e8m0 scales, not NVFP4's two-level ue4m3 scaling"
     if f.bits > 8 or not (f.subnormals and f.has_zero) or f.emin < -126:
         return f"the native scaling backend covers <= 8-bit element formats with subnormals, not {f.name}"
-    return native_status(False)
+    if cfg.scale_format == "e8m0" and f.emin - f.mbits < -125:
+        return f"the native scaling backend's MX path divides in float32: {f.name}'s subnormals are too small"
+    return library_status("quant_cpu")
 
 
 def _native_quantize(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], dequantized: bool
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``_quantize_core`` by ``cuda_ext/quant_cpu.c`` (same bits; tested against the torch path), and the
-    dequantised values when asked."""
-    import ctypes
-
-    from .native import ScalingC, format_struct, library
-
-    x2 = x2.contiguous()
-    R, C = x2.shape
-    codes = torch.empty(R, C, dtype=torch.uint8)
-    sf = torch.empty(-(-R // tile[0]), -(-C // tile[1]), dtype=torch.float32)
+    """``_quantize_core`` by the ``lowprec::quantize_tiles`` op (``cuda_ext/quant_cpu.c``; same bits, tested
+    against the torch path), and the dequantised values when asked."""
     target = float(torch.tensor(cfg.format.max / 2.0**cfg.margin, dtype=torch.float32))
-    sc = ScalingC(tile[0], tile[1], SCALE_OPS.index(cfg.scale_op), int(cfg.pow2), int(cfg.nonfinite == "tile_nan"),
-                  target, cfg.amax_floor)
-    ptr = ctypes.c_void_p
-    deq = torch.empty(R, C, dtype=torch.float32) if dequantized else None
-    table = _decode_table_f32(cfg.format) if dequantized else None
-    library("quant_cpu").lp_quantize_tiles(ptr(x2.data_ptr()), ctypes.c_int64(R), ctypes.c_int64(C),
-                                           ctypes.byref(format_struct(cfg.format)), ctypes.byref(sc),
-                                           ptr(codes.data_ptr()), ptr(sf.data_ptr()),
-                                           ptr(table.data_ptr() if table is not None else None),
-                                           ptr(deq.data_ptr() if deq is not None else None))
-    return codes, sf, deq
-
-
-@functools.lru_cache(maxsize=32)
-def _decode_table_f32(fmt: FloatFormat) -> torch.Tensor:
-    """value(code) of every code of an 8-bit-or-narrower format, float32 (decode's bits), 256 entries."""
-    return decode(torch.arange(256, dtype=torch.int64) % (1 << fmt.bits), fmt).to(torch.float32).contiguous()
+    codes, sf, deq = ops.quantize_tiles(x2, ops.format_args(cfg.format), list(tile), int(ops.ScaleOpCode[cfg.scale_op]),
+                                        cfg.pow2, cfg.nonfinite == "tile_nan", cfg.scale_format == "e8m0",
+                                        int(ops.MxRuleCode[cfg.mx_rule]), target, cfg.amax_floor, dequantized)
+    return codes, sf, deq if dequantized else None
 
 
 def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], delayed_mult: float | None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes (R, C), sf per tile) of the float32 2-D ``x2``: scale choice, scaled values and the cast,
-    with no data-dependent Python branches (so torch.compile can fuse it)."""
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes (R, C), sf per tile, the tensor's decode scale: 1 but for NVFP4) of the float32 2-D ``x2``: scale
+    choice, scaled values and the cast, with no data-dependent Python branches (so torch.compile can fuse it)."""
     fmt = cfg.format
     t = _tiles(x2, tile)
     finite = _finite(t)
-    sf, mult, nan_tile = _tile_scales(t, finite, cfg, delayed_mult)
+    if cfg.scale_format == "ue4m3":
+        sf, mult, nan_tile, tensor_scale = _two_level_scales(t, finite, cfg)
+    else:
+        sf, mult, nan_tile = _tile_scales(t, finite, cfg, delayed_mult)
+        tensor_scale = torch.ones((), dtype=torch.float32)
     y = _scaled(t, sf, mult, cfg)
     # a NaN in y comes from a non-finite element (masked below); a scaled value that overflowed float32
     # (delayed scaling) saturates like any other value above the format's max
@@ -434,7 +483,7 @@ def _quantize_core(x2: torch.Tensor, cfg: ScalingConfig, tile: tuple[int, int], 
     codes = codes.reshape(t.shape[0] * tile[0], t.shape[2] * tile[1])
     if tuple(codes.shape) != tuple(x2.shape):
         codes = codes[: x2.shape[0], : x2.shape[1]].contiguous()
-    return codes, torch.where(nan_tile, torch.nan, sf)
+    return codes, torch.where(nan_tile, torch.nan, sf), tensor_scale
 
 
 def _cast_rne_saturated(y: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
@@ -503,6 +552,8 @@ _DS = ScalingConfig("e4m3fn", (1, 128), amax_floor=1e-4, scale_op="mul_inv")
 _TE_DELAYED = ScalingConfig("e4m3fn", (-1, -1), amax_source="delayed", scale_op="mul_ratio")
 _TE_CURRENT = ScalingConfig("e4m3fn", (-1, -1), scale_op="mul_ratio")
 _MX = ScalingConfig("e4m3fn", (1, 32), scale_format="e8m0", mx_rule="floor", nonfinite="tile_nan")
+_MXFP4 = replace(_MX, fmt="e2m1")
+_NVFP4 = ScalingConfig("e2m1", (1, 16), scale_format="ue4m3", nonfinite="tile_nan")
 
 _RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("deepseek_v3", _DS, replace(_DS, tile=(128, 128)), _DS,
@@ -525,6 +576,11 @@ _RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "(floor rule)"),
     Recipe("mxfp8_te", replace(_MX, mx_rule="rceil"), replace(_MX, tile=(32, 1), mx_rule="rceil"),
            replace(_MX, mx_rule="rceil"), "MXFP8 with Transformer Engine's RCEIL scale rounding"),
+    Recipe("mxfp4", _MXFP4, replace(_MXFP4, tile=(32, 1)), _MXFP4,
+           "OCP MX v1.0 MXFP4: E2M1 elements, 32-element blocks along the reduction dim, E8M0 scales (floor rule)"),
+    Recipe("nvfp4", _NVFP4, replace(_NVFP4, tile=(16, 1)), _NVFP4,
+           "NVFP4: E2M1 elements, 16-element blocks along the reduction dim with unsigned E4M3 scales, times one "
+           "float32 scale per tensor (448 * 6 / amax), as Blackwell's kind::mxf4nvf4 consumes them"),
 ]}
 
 
@@ -544,67 +600,3 @@ def get_recipe(name: str) -> Recipe:
 
 def list_recipes() -> list[Recipe]:
     return list(_RECIPES.values())
-
-
-# ---- block-scaled GEMM ----------------------------------------------------------------------------
-def _k_block(a_q: QuantizedTensor, b_q: QuantizedTensor, K: int) -> int:
-    ka, kb = a_q.tile[1], b_q.tile[0]
-    if ka == kb or kb >= K:
-        return min(ka, K)
-    if ka >= K:
-        return min(kb, K)
-    raise ValueError(f"a's K tile ({ka}) and b's K tile ({kb}) differ; one must match the other or span all of K")
-
-
-def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.dtype = torch.float32, *,
-                  accumulator: Any = "fp32", allow_mixed: bool = False, backend: str = "auto") -> torch.Tensor:
-    """``dequant(a) @ dequant(b)`` the way fine-grained FP8 GEMMs compute it (DeepGEMM).
-
-    For each K block (the K tile): ``partial = values(a_blk) @ values(b_blk)`` accumulated by
-    ``accumulator`` -- ``"exact"`` (exact sum, and the outer sum kept exact in float64: the reference),
-    ``"fp32"`` (exact sum rounded once to float32), or an ``AccumulatorModel``/preset name (emulated
-    bit for bit, with its ``input_formats`` set to the operands' element formats: an E5M2 operand is split
-    into significand and exponent as E5M2, as the hardware decodes it); then ``out = fma_fp32(scale_a * scale_b, partial, out)`` with ``scale_a * scale_b``
-    rounded to float32 first (one fused multiply-add, emulated exactly). With ``"exact"`` nothing is
-    rounded before ``out_dtype``. ``a`` is (M, K), ``b`` (K, N). ``backend`` runs the accumulator model's
-    ``emulated_matmul`` (``"auto"``: native where it covers the model, else eager; the same bits).
-    """
-    from .accum import emulated_matmul, get_accumulator, native_unsupported as accum_native_unsupported
-
-    for q, nm in ((a_q, "a_q"), (b_q, "b_q")):
-        if not isinstance(q, QuantizedTensor) or q.codes.dim() != 2 or len(q.shape) != 2:
-            raise TypeError(f"{nm} must be a 2-D QuantizedTensor")
-    (M, K), (K2, N) = a_q.codes.shape, b_q.codes.shape
-    if K != K2:
-        raise ValueError(f"shape mismatch: a is {(M, K)}, b is {(K2, N)}")
-    if a_q.fmt != b_q.fmt and not allow_mixed:
-        raise ValueError(f"a is {a_q.fmt.name} but b is {b_q.fmt.name}; pass allow_mixed=True to mix formats")
-    if a_q.config.scale_format != b_q.config.scale_format:
-        raise ValueError("a and b use different scale formats (e8m0 vs fp32)")
-    model = None if accumulator in ("exact", "fp32") else get_accumulator(accumulator)
-    if model is not None and model.input_formats != (a_q.fmt.name, b_q.fmt.name):
-        model = model.with_(input_formats=(a_q.fmt.name, b_q.fmt.name))   # the operands' formats, as the unit
-    if backend not in ("auto", *BACKENDS, "native"):
-        raise ValueError(f"unknown backend {backend!r}; expected one of {('auto', *BACKENDS, 'native')}")
-    if model is not None and backend == "auto":
-        backend = "native" if accum_native_unsupported(model, a_q.codes.device) is None else "eager"
-    kb = _k_block(a_q, b_q, K)
-    av, bv = a_q.values().double(), b_q.values().double()
-    sa = _expand(a_q.scales, (a_q.tile[0], 1), (M, a_q.scales.shape[1]))          # (M, K / ka)
-    sb = _expand(b_q.scales, (1, b_q.tile[1]), (b_q.scales.shape[0], N))          # (K / kb, N)
-    out = torch.zeros(M, N, dtype=torch.float64, device=av.device)
-    for k0 in range(0, K, kb):
-        blk = slice(k0, min(k0 + kb, K))
-        if model is None:
-            partial = av[:, blk] @ bv[blk]                     # exact for <= 8-bit elements and kb <= 2^17
-            if accumulator == "fp32":
-                partial = partial.float().double()
-        else:
-            partial = emulated_matmul(av[:, blk].float(), bv[blk].float(), model, check_inputs=False,
-                                      backend=backend).double()
-        s = sa[:, k0 // a_q.tile[1]][:, None].double() * sb[k0 // b_q.tile[0]][None, :].double()
-        if accumulator != "exact":
-            s = s.float().double()                             # scale_a * scale_b in float32, as DeepGEMM
-        prod = s * partial                                     # exact: 24 x 24 bits
-        out = out + prod if accumulator == "exact" else add_round_to_odd(out, prod).float().double()
-    return out.to(out_dtype)

@@ -88,8 +88,11 @@ def test_auto_runs_native_on_large_tensors_with_the_same_bits(monkeypatch):
             auto, eager = lp.quantize_tensor(x, recipe, role), lp.quantize_tensor(x, recipe, role, backend="eager")
             assert torch.equal(auto.codes, eager.codes) and torch.equal(auto.scales, eager.scales)
     assert calls == [tuple(big.shape)] * 3                      # the small tensor and every eager call: torch
-    mx = lp.quantize_tensor(big, "mxfp8")                       # not covered by native: auto takes eager, no error
-    assert torch.equal(mx.codes, lp.quantize_tensor(big, "mxfp8", backend="eager").codes) and len(calls) == 3
+    mx = lp.quantize_tensor(big, "mxfp8")                       # MX (E8M0 scales): native too
+    assert torch.equal(mx.codes, lp.quantize_tensor(big, "mxfp8", backend="eager").codes) and len(calls) == 4
+    delayed = lp.quantize_tensor(big, "te_delayed", history=lp.AmaxHistory())    # not covered: eager, no error
+    assert torch.equal(delayed.codes, lp.quantize_tensor(big, "te_delayed", history=lp.AmaxHistory(),
+                                                         backend="eager").codes) and len(calls) == 4
 
 
 def test_unknown_backend_is_refused():
@@ -128,7 +131,8 @@ def test_cache_key_covers_sources_compiler_version_flags_and_target(tmp_path):
 
 def test_a_fresh_cache_gets_one_build_per_library_and_no_temporary_file(fresh_native, tmp_path):
     native_cpu_or_skip()
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["accum_cpu", "quant_cpu"]
+    cpu_libraries = sorted(name for name, built_by_nvcc in native.LIBRARIES.items() if not built_by_nvcc)
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == cpu_libraries
     assert not list((tmp_path / "cache").glob(".*"))            # no temporary file left behind
 
 
