@@ -851,8 +851,9 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     mixed E4M3 x E5M2); ``c`` is an optional float32 initial accumulator. A block-scaled model
     (``model.block_scale``) takes ``a_scales`` (M x ceil(K / block)) and ``b_scales`` (ceil(K / block) x N), values
     of its scale format. Work is chunked along K one group at a time, so memory is O(M * N * group_size) (eager) or
-    O(M * N) (``backend="compiled"``, the same function fused by torch.compile; ``backend="native"``, the C build of
-    ``cuda_ext/``'s shared header, for aligned fused-sum models with <= 8-bit inputs: see ``native_unsupported``).
+    O(M * N) (``backend="compiled"``, the same function fused by torch.compile; ``backend="native"``, the C/CUDA
+    builds of ``cuda_ext/lowprec_accum.h``, blocked and vectorised, for the fused-sum models ``native_unsupported``
+    accepts).
     ``"auto"`` (the default) is native where ``native_unsupported`` allows it, else eager (never compiled). Same bits.
     The result of an fp16-output model is a float32 tensor holding fp16 values.
     """
@@ -884,12 +885,12 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
         raise ValueError(f"c must be a ({M}, {N}) tensor")
     _check_exact_budget(model, K)
     fa, fb = model.formats
-    a64, b64 = a.to(torch.float64), b.to(torch.float64)
     if check_inputs:
-        for x, f, nm in ((a64, fa, "a"), (b64, fb, "b")):
-            fin = torch.isfinite(x)
-            if not torch.equal(quantize(x[fin], f, saturate=True, out_dtype=torch.float64), x[fin]):
-                raise ValueError(f"{nm} holds values that are not {f.name} values: quantize it first")
+        _check_format_values(a, fa, "a")
+        _check_format_values(b, fb, "b")
+    if backend == "native":                     # steps 1-8 from the float32 values (no block scales here)
+        return _native_emulated_matmul(a, b, c, model)
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
     c64 = torch.zeros(M, N, dtype=torch.float64, device=a.device) if c is None else c.to(torch.float64)
     outer_fmt = get_format(model.outer_format)
 
@@ -907,9 +908,6 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     promote = model.promote_every
     c_fin = torch.where(torch.isfinite(c64), c64, 0.0)
     acc = torch.zeros_like(c64) if promote else _finish(c_fin, model)   # the seed (steps 4, 5; +0 by step 6)
-    if backend == "native":
-        out = _native_matmul(sa, ea, sb, eb, c_fin if promote else acc, model)
-        return _output_nans(_ieee_nonfinite(out, a64, b64, c64), model)
 
     st = model.structure
     fused = isinstance(st, FusedSum) and model.align_bits is not None
@@ -995,17 +993,6 @@ def _native_model_args(model: AccumulatorModel) -> tuple[list[int], float, float
             int(model.overflow == "inf"), model.promote_every or 0,
             outer_fmt.mbits, outer_fmt.emin, RoundingCode[canonical_rounding(model.outer_rounding)]]
     return [int(i) for i in ints], float(acc_fmt.max), float(outer_fmt.max)
-
-
-def _native_matmul(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torch.Tensor, seed: torch.Tensor,
-                   model: AccumulatorModel) -> torch.Tensor:
-    """Steps 2-6 by the C/CUDA builds of ``cuda_ext/lowprec_accum.h`` (the op ``lowprec::emulated_matmul``)
-    from step 1's significands and exponents (as float32 values: the kernels split them again) and the
-    accumulator's seed; float32, same bits as the torch path."""
-    fa, fb = model.formats
-    a = sa.double() * pow2(torch.clamp(ea, min=fa.emin).long())    # exact: the finite operand values
-    b = sb.double() * pow2(torch.clamp(eb, min=fb.emin).long())
-    return _native_gemm(a, b, seed, model)
 
 
 def _native_gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor | None, model: AccumulatorModel) -> torch.Tensor:

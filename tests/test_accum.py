@@ -284,7 +284,7 @@ def test_auto_backend_matches_eager(name, monkeypatch):
     a[0, 5], b[9, 2] = math.inf, math.nan
     c = torch.randn(9, 7, generator=g)
     calls = []
-    native = lp.accum._native_matmul
-    monkeypatch.setattr(lp.accum, "_native_matmul", lambda *args: calls.append(1) or native(*args))
+    native = lp.accum._native_emulated_matmul
+    monkeypatch.setattr(lp.accum, "_native_emulated_matmul", lambda *args: calls.append(1) or native(*args))
     assert_same(lp.emulated_matmul(a, b, name, c), lp.emulated_matmul(a, b, name, c, backend="eager"))
     assert len(calls) == (lp.accum.native_unsupported(lp.get_accumulator(name), a.device) is None)

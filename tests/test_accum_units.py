@@ -293,12 +293,17 @@ def reference(a, b, model, c, scales) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
-@pytest.mark.parametrize("model", PRESETS, ids=[m.name for m in PRESETS])
+# the default backend (native where it covers the preset), and eager too where that differs from the default
+CASES = [(m, "auto") for m in PRESETS] + [
+    (m, "eager") for m in PRESETS if lp.accum.native_unsupported(m, torch.device("cpu")) is None]
+
+
+@pytest.mark.parametrize("model,backend", CASES, ids=[f"{m.name}-{be}" for m, be in CASES])
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
-def test_reference_and_emulation_agree_on_every_preset(model, data):
+def test_reference_and_emulation_agree_on_every_preset(model, backend, data):
     a, b, c, scales = data.draw(unit_operands(model))
-    got = lp.emulated_matmul(a, b, model, c, **scales)
+    got = lp.emulated_matmul(a, b, model, c, backend=backend, **scales)
     want = reference(a, b, model, c, scales)
     assert torch.equal(got.isnan(), want.isnan())
     keep = ~got.isnan()

@@ -132,7 +132,7 @@ def run_tool(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_each_outcome_is_told_apart_and_scored(project: Path):
     out = project / "report" / "m.md"
-    p = run_tool(project, "--catalogue", "--timeout", "6", "--jobs", "2", "--out", str(out))
+    p = run_tool(project, "--catalogue", "--timeout", "30", "--jobs", "2", "--out", str(out))
     assert p.returncode == 1, p.stdout + p.stderr                 # a survivor and errors: not a pass
     data = json.loads(out.with_suffix(".json").read_text())
     status = {m["id"]: m["status"] for m in data["mutants"]}

@@ -23,8 +23,12 @@ a_scales, b_scales)`` for a block-scaled model), a float32 (M, N) tensor, bit fo
 NaN matches.
 
 Either check raises ``MismatchError`` (an ``AssertionError``) for the smallest failing input hypothesis finds,
-naming the first differing element with its input, codes and scales; ``examples_needed`` on the error is how
-many examples ran up to and including the first failing one. Hypothesis settings: ``check_settings()`` (no
+naming the first differing element with its input, codes and scales (for a GEMM: the output bits, the first
+differing bit and the dot product's operands), then the same input reduced to what decides the failure when
+that still fails -- for a quantiser, zeros but the differing element and the amax elements that set its scale
+(``reduced``); for a GEMM, the differing output's single dot product with every product the failure does not
+need set to zero. ``example`` on the error is the input, ``examples_needed`` how many examples ran up to and
+including the first failing one. Hypothesis settings: ``check_settings()`` (no
 deadline, no example database, one bug reported; the example budget of the active hypothesis profile, 100 by
 default) unless ``settings=`` is passed; ``examples=N`` sets only the budget.
 """
@@ -32,7 +36,8 @@ default) unless ``settings=`` is passed; ``examples=N`` sets only the budget.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from hypothesis import HealthCheck, given
@@ -54,24 +59,37 @@ class MismatchError(AssertionError):
     def __init__(self, message: str, example: Any) -> None:
         super().__init__(message)
         self.example = example
+        self.reduced: Any = None
         self.examples_needed: int | None = None
+
+
+class Difference(NamedTuple):
+    """The first place a user's result differs from the reference: a description and the (row, col) of the
+    element it is about (of the first element of the tile, for a scale)."""
+
+    text: str
+    row: int
+    col: int
 
 
 def check_settings(**overrides: Any) -> Settings:
     """The checks' hypothesis settings: the active profile's, with no deadline, no example database, slow-data
     health checks off and one bug reported; ``overrides`` replace any of them."""
-    base: dict[str, Any] = dict(deadline=None, database=None, report_multiple_bugs=False,
-                                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                       HealthCheck.filter_too_much])
+    base: dict[str, Any] = {"deadline": None, "database": None, "report_multiple_bugs": False,
+                            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                      HealthCheck.filter_too_much]}
     return Settings(**{**base, **overrides})
 
 
 def _run(prop: Callable[[Any], None], strategy: st.SearchStrategy[Any], settings: Settings | None,
-         examples: int | None) -> None:
+         examples: int | None, reduce: Callable[[Any], tuple[Any, str] | None]) -> None:
     """Run ``prop`` on examples of ``strategy`` under ``settings``; count the examples up to the first
-    failure and put the count on the error hypothesis raises for the shrunk example."""
+    failure and put the count on the error hypothesis raises for the shrunk example, with ``reduce``'s smaller
+    failing input (the elements that decide the failure; None when it finds none) added to its message."""
     s = settings if settings is not None else check_settings()
-    s = Settings(s, report_multiple_bugs=False, **({"max_examples": examples} if examples is not None else {}))
+    s = Settings(s, report_multiple_bugs=False)
+    if examples is not None:
+        s = Settings(s, max_examples=examples)
     count = {"run": 0, "first_failure": 0}
 
     @s
@@ -88,6 +106,10 @@ def _run(prop: Callable[[Any], None], strategy: st.SearchStrategy[Any], settings
         check()
     except MismatchError as err:
         err.examples_needed = count["first_failure"]
+        smaller = reduce(err.example)
+        if smaller is not None:
+            err.reduced = smaller[0]
+            err.args = (f"{err.args[0]}\n{smaller[1]}",)
         err.add_note(f"lowprec.testing: the first failing example was example {count['first_failure']}")
         raise
 
@@ -132,11 +154,11 @@ def _hex(v: float) -> str:
     return f"{v!r} ({float(v).hex()})"
 
 
-def _quantizer_mismatch(x: torch.Tensor, got: Any, ref: QuantizedTensor) -> str | None:
+def _quantizer_mismatch(x: torch.Tensor, got: Any, ref: QuantizedTensor) -> Difference | None:
     """What first differs between the user's result ``got`` and the reference ``ref`` for input ``x``, or None
     when they agree (formats: the module doc)."""
     cfg, fmt = ref.config, ref.fmt
-    shape = tuple(ref.codes.shape)
+    shape = (int(ref.codes.shape[0]), int(ref.codes.shape[1]))
     tr, tc = ref.tile
     x2 = x.reshape(shape)
 
@@ -157,39 +179,61 @@ def _quantizer_mismatch(x: torch.Tensor, got: Any, ref: QuantizedTensor) -> str 
         if not len(diff):
             return None
         r, c = (int(v) for v in diff[0])
-        return (f"{where(r, c)}\n  reference dequantised value {_hex(float(want.reshape(shape)[r, c]))} "
-                f"(code {int(ref.codes[r, c]):#x}, scale {_hex(float(ref.scales[r // tr, c // tc]))}), "
-                f"yours {_hex(float(got.reshape(shape)[r, c]))}")
+        return Difference(f"{where(r, c)}\n  reference dequantised value {_hex(float(want.reshape(shape)[r, c]))} "
+                          f"(code {int(ref.codes[r, c]):#x}, scale {_hex(float(ref.scales[r // tr, c // tc]))}), "
+                          f"yours {_hex(float(got.reshape(shape)[r, c]))}", r, c)
     if isinstance(got, QuantizedTensor):
         got = (got.codes, got.scales, got.tensor_scale)
     if not isinstance(got, (tuple, list)) or len(got) not in (2, 3):
         raise TypeError("the quantiser must return a QuantizedTensor, (codes, scales), (codes, scales, "
                         f"tensor_scale) or the dequantised float tensor; got {type(got).__name__}")
     codes = _as_codes(got[0], shape)
-    scales = _as_scales(got[1], cfg, tuple(ref.scales.shape))
+    scales = _as_scales(got[1], cfg, (int(ref.scales.shape[0]), int(ref.scales.shape[1])))
     bad_scale = (_bits32(scales) != _bits32(ref.scales)).nonzero()
     bad_code = (codes != ref.codes.to(torch.int64)).nonzero()
     if len(got) == 3 and _bits32(torch.tensor(float(got[2]))) != _bits32(torch.tensor(ref.tensor_scale)):
-        return f"tensor scale: reference {_hex(ref.tensor_scale)}, yours {_hex(float(got[2]))}"
+        return Difference(f"tensor scale: reference {_hex(ref.tensor_scale)}, yours {_hex(float(got[2]))}", 0, 0)
     if len(bad_code):
         r, c = (int(v) for v in bad_code[0])
         i, j = r // tr, c // tc
-        return (f"{where(r, c)}\n  reference code {int(ref.codes[r, c]):#x} "
-                f"({float(decode(ref.codes[r, c:c + 1].to(torch.int64), fmt)[0])!r}), scale "
-                f"{_hex(float(ref.scales[i, j]))}\n  your code {int(codes[r, c]):#x} "
-                f"({float(decode(codes[r, c:c + 1], fmt)[0])!r}), scale {_hex(float(scales[i, j]))}")
+        return Difference(f"{where(r, c)}\n  reference code {int(ref.codes[r, c]):#x} "
+                          f"({float(decode(ref.codes[r, c:c + 1].to(torch.int64), fmt)[0])!r}), scale "
+                          f"{_hex(float(ref.scales[i, j]))}\n  your code {int(codes[r, c]):#x} "
+                          f"({float(decode(codes[r, c:c + 1], fmt)[0])!r}), scale {_hex(float(scales[i, j]))}", r, c)
     if len(bad_scale):
         i, j = (int(v) for v in bad_scale[0])
-        return (f"scale of tile ({i}, {j}) of {(tr, tc)}: reference {_hex(float(ref.scales[i, j]))}, yours "
-                f"{_hex(float(scales[i, j]))} (every code agrees)")
+        return Difference(f"scale of tile ({i}, {j}) of {(tr, tc)}: reference {_hex(float(ref.scales[i, j]))}, "
+                          f"yours {_hex(float(scales[i, j]))} (every code agrees)", i * tr, j * tc)
     return None
 
 
-def _show_tensor(x: torch.Tensor, limit: int = 64) -> str:
-    """``x`` in full (float32 repr) when small, else its shape and non-zero count."""
-    if x.numel() <= limit:
-        return f"torch.tensor({x.tolist()!r}, dtype=torch.float32)"
-    return f"a {tuple(x.shape)} float32 tensor with {int((x != 0).sum())} non-zero elements (the error's .example)"
+def _show_tensor(x: torch.Tensor, limit: int = 8) -> str:
+    """``x`` as its shape and its non-zero elements (exact float32 values) when there are at most ``limit`` of
+    them, else its shape and non-zero count (the error's ``example`` is the tensor)."""
+    nz = (x != 0).nonzero()
+    if len(nz) > limit:
+        return f"a {tuple(x.shape)} float32 tensor with {len(nz)} non-zero elements"
+    items = ", ".join(f"x[{', '.join(str(int(v)) for v in ix)}] = {_hex(float(x[tuple(ix)]))}" for ix in nz)
+    return f"a {tuple(x.shape)} float32 tensor of zeros but {items}" if items else f"a {tuple(x.shape)} zero tensor"
+
+
+def _quantizer_reduced(x: torch.Tensor, diff: Difference, tile: tuple[int, int], two_level: bool) -> torch.Tensor:
+    """``x`` with every element zeroed but the differing one, the largest finite magnitude of its tile (which
+    sets the tile's scale), with ``two_level`` the tensor's (which sets NVFP4's tensor scale), and the tile's
+    non-finite elements."""
+    tr, tc = tile
+    x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
+    keep = torch.zeros_like(x2, dtype=torch.bool)
+    keep[diff.row, diff.col] = True
+    rows = slice(diff.row // tr * tr, diff.row // tr * tr + tr)
+    cols = slice(diff.col // tc * tc, diff.col // tc * tc + tc)
+    finite_mag = torch.where(torch.isfinite(x2), x2.abs(), -1.0)
+    t = finite_mag[rows, cols]
+    keep[rows, cols].view(-1)[int(t.argmax())] = True
+    if two_level:
+        keep.view(-1)[int(finite_mag.argmax())] = True
+    keep[rows, cols] |= ~torch.isfinite(x2[rows, cols])
+    return torch.where(keep, x2, 0.0).reshape(x.shape)
 
 
 def assert_matches_reference(quantize: Callable[[torch.Tensor], Any], recipe: Recipe | ScalingConfig | str,
@@ -206,22 +250,32 @@ def assert_matches_reference(quantize: Callable[[torch.Tensor], Any], recipe: Re
     strategy = strategy if strategy is not None else scaled_decision_tensors(
         cfg, allow_ragged=allow_ragged, allow_nonfinite=allow_nonfinite, max_elements=max_elements)
 
-    def prop(x: torch.Tensor) -> None:
-        ref = quantize_tensor(x, cfg)
-        problem = _quantizer_mismatch(x, quantize(x.clone()), ref)
-        if problem is not None:
-            raise MismatchError(f"quantiser differs from lowprec.quantize_tensor with {getattr(recipe, 'name', recipe)!r}"
-                                f" ({role}) at the first differing place:\n  {problem}\ninput: {_show_tensor(x)}", x)
+    def differs(x: torch.Tensor) -> Difference | None:
+        return _quantizer_mismatch(x, quantize(x.clone()), quantize_tensor(x, cfg))
 
-    _run(prop, strategy, settings, examples)
+    def prop(x: torch.Tensor) -> None:
+        diff = differs(x)
+        if diff is not None:
+            raise MismatchError(f"quantiser differs from lowprec.quantize_tensor with {getattr(recipe, 'name', recipe)!r}"
+                                f" ({role}) at the first differing place:\n  {diff.text}\ninput: {_show_tensor(x)}", x)
+
+    def reduce(x: torch.Tensor) -> tuple[torch.Tensor, str] | None:
+        diff = differs(x)
+        tile = quantize_tensor(x, cfg).tile
+        smaller = _quantizer_reduced(x, diff, tile, cfg.scale_format == "ue4m3") if diff is not None else None
+        if smaller is None or torch.equal(smaller, x) or (again := differs(smaller)) is None:
+            return None
+        return smaller, f"it also fails reduced to {_show_tensor(smaller)}:\n  {again.text}"
+
+    _run(prop, strategy, settings, examples, reduce)
 
 
 # ---- GEMMs ----------------------------------------------------------------------------------------
-def _gemm_mismatch(ops: GemmOperands, got: Any, want: torch.Tensor, model: AccumulatorModel) -> str | None:
+def _gemm_mismatch(ops: GemmOperands, got: Any, want: torch.Tensor, model: AccumulatorModel) -> Difference | None:
     """What first differs between the user's GEMM result and the reference, or None."""
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-        return f"the GEMM returned {shape}; expected a float32 tensor of shape {tuple(want.shape)}"
+        return Difference(f"the GEMM returned {shape}; expected a float32 tensor of shape {tuple(want.shape)}", 0, 0)
     g, w = got.to(torch.float32), want
     if model.nan_output == "canonical":
         diff = g.view(torch.int32) != w.view(torch.int32)
@@ -236,9 +290,32 @@ def _gemm_mismatch(ops: GemmOperands, got: Any, want: torch.Tensor, model: Accum
     scales = ""
     if ops.a_scales is not None and ops.b_scales is not None:
         scales = f"\n  a_scales[{i}] = {ops.a_scales[i].tolist()}\n  b_scales[:, {j}] = {ops.b_scales[:, j].tolist()}"
-    return (f"out[{i}, {j}] (K = {ops.a.shape[1]}): reference {_hex(float(w[i, j]))} = {wb:#010x}, yours "
-            f"{_hex(float(g[i, j]))} = {gb:#010x}, first differing bit {first_bit} (0 = sign)\n"
-            f"  a[{i}, :] = {ops.a[i].tolist()}\n  b[:, {j}] = {ops.b[:, j].tolist()}{scales}")
+    return Difference(f"out[{i}, {j}] (K = {ops.a.shape[1]}): reference {_hex(float(w[i, j]))} = {wb:#010x}, yours "
+                      f"{_hex(float(g[i, j]))} = {gb:#010x}, first differing bit {first_bit} (0 = sign)\n"
+                      f"  a[{i}, :] = {ops.a[i].tolist()}\n  b[:, {j}] = {ops.b[:, j].tolist()}{scales}", i, j)
+
+
+def _one_dot(ops: GemmOperands, i: int, j: int) -> GemmOperands:
+    """The (1, K) x (K, 1) GEMM of output element (i, j) of ``ops``."""
+    a_sc = ops.a_scales[i:i + 1] if ops.a_scales is not None else None
+    b_sc = ops.b_scales[:, j:j + 1] if ops.b_scales is not None else None
+    return GemmOperands(ops.a[i:i + 1].clone(), ops.b[:, j:j + 1].clone(), a_sc, b_sc)
+
+
+def _gemm_reduced(ops: GemmOperands, diff: Difference, fails: Callable[[GemmOperands], bool]) -> GemmOperands:
+    """The differing output's single dot product, with every product (a_k, b_k) set to (0, 0) that the failure
+    does not need (one pass along K, keeping each zeroing that still fails)."""
+    one = _one_dot(ops, diff.row, diff.col)
+    if not fails(one):
+        return ops
+    for k in range(one.a.shape[1]):
+        if one.a[0, k] == 0 and one.b[k, 0] == 0:
+            continue
+        trial = GemmOperands(one.a.clone(), one.b.clone(), one.a_scales, one.b_scales)
+        trial.a[0, k], trial.b[k, 0] = 0.0, 0.0
+        if fails(trial):
+            one = trial
+    return one
 
 
 def assert_gemm_matches(gemm: Callable[..., torch.Tensor], model: AccumulatorModel | str, *,
@@ -251,11 +328,23 @@ def assert_gemm_matches(gemm: Callable[..., torch.Tensor], model: AccumulatorMod
     model = get_accumulator(model)
     strategy = strategy if strategy is not None else gemm_operands(model, max_m, max_n, max_k, allow_nonfinite)
 
-    def prop(ops: GemmOperands) -> None:
+    def differs(ops: GemmOperands) -> Difference | None:
         want = emulated_matmul(ops.a, ops.b, model, a_scales=ops.a_scales, b_scales=ops.b_scales)
-        problem = _gemm_mismatch(ops, gemm(*(t.clone() for t in ops.args())), want, model)
-        if problem is not None:
-            raise MismatchError(f"GEMM differs from lowprec.emulated_matmul with {model.name!r}:\n  {problem}", ops)
+        return _gemm_mismatch(ops, gemm(*(t.clone() for t in ops.args())), want, model)
 
-    _run(prop, strategy, settings, examples)
+    def prop(ops: GemmOperands) -> None:
+        diff = differs(ops)
+        if diff is not None:
+            raise MismatchError(f"GEMM differs from lowprec.emulated_matmul with {model.name!r}:\n  {diff.text}", ops)
+
+    def reduce(ops: GemmOperands) -> tuple[GemmOperands, str] | None:
+        diff = differs(ops)
+        smaller = _gemm_reduced(ops, diff, lambda o: differs(o) is not None) if diff is not None else ops
+        again = differs(smaller) if smaller is not ops else None
+        if again is None:
+            return None
+        nonzero = int(((smaller.a[0] != 0) | (smaller.b[:, 0] != 0)).sum())
+        return smaller, f"it also fails as one dot product with {nonzero} non-zero products:\n  {again.text}"
+
+    _run(prop, strategy, settings, examples, reduce)
 

@@ -35,17 +35,27 @@ float32's range before numpy narrows them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Sequence
+from functools import cache
+from typing import Any
 
 import numpy as np
 import torch
 from hypothesis import reject
 from hypothesis import strategies as st
 
-from lowprec.accum import (AccumulatorModel, BlockScale, ChunkSum, FmaTree, FusedSum, SplitSum, emulated_matmul,
-                           get_accumulator, list_accumulators)
+from lowprec.accum import (
+    AccumulatorModel,
+    BlockScale,
+    ChunkSum,
+    FmaTree,
+    FusedSum,
+    SplitSum,
+    emulated_matmul,
+    get_accumulator,
+    list_accumulators,
+)
 from lowprec.formats import FloatFormat, get_format, list_formats
 from lowprec.rounding import decode, quantize
 from lowprec.scaling import Recipe, ScalingConfig, get_recipe, quantize_tensor
@@ -170,10 +180,12 @@ def scaling_config(recipe: Recipe | ScalingConfig | str, role: str = "activation
     return (get_recipe(recipe) if isinstance(recipe, str) else recipe).config(role)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _format_grid(fmt: FloatFormat) -> tuple[np.ndarray, np.ndarray]:
     """(the non-negative finite values of ``fmt``, sorted; the midpoints between neighbours, and the one
-    between max and the first value past it), float64."""
+    between max and the first value past it), float64; formats of at most 16 bits."""
+    if fmt.bits > 16:
+        raise ValueError(f"decision tensors need an element format of at most 16 bits, not {fmt.name}")
     vals = decode(torch.arange(1 << fmt.bits, dtype=torch.int64), fmt).double()
     vals = torch.unique(vals[torch.isfinite(vals) & (vals >= 0)]).numpy()
     mids = np.append((vals[:-1] + vals[1:]) / 2, (fmt.max + _past_max(fmt)) / 2)
@@ -226,24 +238,27 @@ def _decision_fill(rng: np.random.Generator, fmt: FloatFormat, limit: np.ndarray
 @st.composite
 def scaled_decision_tensors(draw: st.DrawFn, recipe: Recipe | ScalingConfig | str, role: str = "activation", *,
                             max_tiles: tuple[int, int] = (3, 3), max_elements: int = 16384,
-                            allow_ragged: bool = False, allow_nonfinite: bool = False) -> torch.Tensor:
+                            allow_ragged: bool = False, allow_nonfinite: bool = False,
+                            fills: Sequence[str] = FILL_KINDS) -> torch.Tensor:
     """A float32 (rows, cols) tensor whose elements sit at the decisions of ``recipe``'s ``role`` config after
     scaling (module doc). Shapes: up to ``max_tiles`` tiles per dim (a whole-dim tile spans 1-4 rows or 1-256
     columns), at most ``max_elements`` elements but always one tile; ``allow_ragged`` lets the last tile of a
-    dim be partial; ``allow_nonfinite`` puts a NaN or +-Inf in now and then. Delayed scaling is not covered
+    dim be partial; ``allow_nonfinite`` puts a NaN or +-Inf in now and then; ``fills`` restricts the fill kinds
+    (``FILL_KINDS``: amax_only, sparse, decisions, typical). Delayed scaling is not covered
     (its scale comes from a history, not from the tensor)."""
     cfg = scaling_config(recipe, role)
     if cfg.amax_source == "delayed":
         raise ValueError("scaled_decision_tensors: delayed scaling takes its scale from an amax history, not "
                          "from the tensor; use a current-scaling config")
     tr_cfg, tc_cfg = cfg.tile
-    rows = _dim_size(draw, tr_cfg, max_tiles[0], 4, allow_ragged)
+    row_tiles = max(1, min(max_tiles[0], max_elements // (max(tr_cfg, 1) * max(tc_cfg, 1))))
+    rows = _dim_size(draw, tr_cfg, row_tiles, 4, allow_ragged)
     tiles_c = max(1, min(max_tiles[1], max_elements // (rows * max(tc_cfg, 1))))
     cols = _dim_size(draw, tc_cfg, tiles_c, 256, allow_ragged)
     tr, tc = (rows if tr_cfg == -1 else tr_cfg), (cols if tc_cfg == -1 else tc_cfg)
     nr, nc = -(-rows // tr), -(-cols // tc)
     amax = np.array([[draw(amax_values(cfg)) for _ in range(nc)] for _ in range(nr)], dtype=np.float64)
-    fill = draw(st.sampled_from(FILL_KINDS))
+    fill = draw(st.sampled_from(list(fills)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     x = torch.zeros(rows, cols, dtype=torch.float32)
@@ -255,8 +270,8 @@ def scaled_decision_tensors(draw: st.DrawFn, recipe: Recipe | ScalingConfig | st
             x[r, c] = float(amax[i, j]) * float(sign[r, c])
     is_amax = x != 0
     ref = quantize_tensor(x, cfg, backend="eager")
-    d = (ref.scales.double() * ref.tensor_scale).repeat_interleave(tr, 0).repeat_interleave(tc, 1)
-    d = torch.nan_to_num(d[:rows, :cols], nan=0.0).numpy()
+    per_tile = (ref.scales.double() * ref.tensor_scale).repeat_interleave(tr, 0).repeat_interleave(tc, 1)
+    d = torch.nan_to_num(per_tile[:rows, :cols], nan=0.0).numpy()      # each element's dequantisation scale
     a = np.repeat(np.repeat(amax, tr, 0), tc, 1)[:rows, :cols]
     limit = np.where(d > 0, a / np.where(d > 0, d, 1.0), 0.0)
 
@@ -273,6 +288,7 @@ def scaled_decision_tensors(draw: st.DrawFn, recipe: Recipe | ScalingConfig | st
         keep = np.ones((rows, cols), bool)
     y = torch.from_numpy(np.where(keep, np.minimum(np.abs(target), F32_MAX), 0.0)).float()
     steps = torch.from_numpy(rng.choice([-2, -1, 0, 1, 2], size=(rows, cols), p=[0.1, 0.2, 0.4, 0.2, 0.1]))
+    steps = torch.where(y > 0, steps, 0)                 # zeros stay (signed) zeros
     for k in (1, 2):                                     # move 1-2 float32 ulps away from the target
         y = torch.where(steps.abs() >= k, torch.nextafter(y, torch.where(steps > 0, math.inf, 0.0)), y)
     y = torch.minimum(y, torch.from_numpy(a).float()) * sign
@@ -297,12 +313,13 @@ def accumulator_models(draw: st.DrawFn, presets: bool = True,
     kind = draw(st.sampled_from(list(structures)))
     fa, fb = draw(st.sampled_from(MODEL_INPUT_FORMATS)), draw(st.sampled_from(MODEL_INPUT_FORMATS))
     group = draw(st.sampled_from([1, 2, 4, 8, 16, 32, 64]))
-    kw: dict = dict(align_bits=draw(st.integers(0, 30)), align_rounding=draw(st.sampled_from(["rtz", "rdown", "rne"])),
-                    acc_format=draw(st.sampled_from(["fp32", "e8m13", "fp16", "bf16"])),
-                    acc_rounding=draw(st.sampled_from(["rtz", "rne", "rup", "rdown"])),
-                    nan_output=draw(st.sampled_from(["canonical", "ieee"])),
-                    overflow=draw(st.sampled_from(["inf", "ieee"])),
-                    zero_exponent=draw(st.sampled_from([-126, -140, None])))
+    kw: dict[str, Any] = {"align_bits": draw(st.integers(0, 30)),
+                          "align_rounding": draw(st.sampled_from(["rtz", "rdown", "rne"])),
+                          "acc_format": draw(st.sampled_from(["fp32", "e8m13", "fp16", "bf16"])),
+                          "acc_rounding": draw(st.sampled_from(["rtz", "rne", "rup", "rdown"])),
+                          "nan_output": draw(st.sampled_from(["canonical", "ieee"])),
+                          "overflow": draw(st.sampled_from(["inf", "ieee"])),
+                          "zero_exponent": draw(st.sampled_from([-126, -140, None]))}
     if kind in ("fused", "fused_mx"):
         kw.update(align_with_acc=draw(st.booleans()),
                   promote_every=draw(st.sampled_from([None, group, 2 * group, 4 * group])),
@@ -337,8 +354,8 @@ def _run_one_group(model: AccumulatorModel) -> None:
     raises ValueError here."""
     g = model.group_size
     nb = -(-g // model.block_scale.block) if model.block_scale else 0
-    scales = {"a_scales": torch.ones(1, nb), "b_scales": torch.ones(nb, 1)} if model.block_scale else {}
-    emulated_matmul(torch.zeros(1, g), torch.zeros(g, 1), model, **scales)
+    a_scales, b_scales = (torch.ones(1, nb), torch.ones(nb, 1)) if model.block_scale else (None, None)
+    emulated_matmul(torch.zeros(1, g), torch.zeros(g, 1), model, a_scales=a_scales, b_scales=b_scales)
 
 
 @dataclass(frozen=True)
@@ -358,25 +375,19 @@ class GemmOperands:
         return self.a, self.b, self.a_scales, self.b_scales
 
 
-@lru_cache(maxsize=None)
-def _finite_values(fmt: FloatFormat) -> torch.Tensor:
-    """Every finite value of ``fmt`` (float64, both signs, each once)."""
-    v = decode(torch.arange(1 << fmt.bits, dtype=torch.int64), fmt).double()
-    return torch.unique(v[torch.isfinite(v)])
-
-
 def _operand(rng: np.random.Generator, fmt: FloatFormat, shape: tuple[int, int], kind: str) -> torch.Tensor:
-    """float64 values of ``fmt``: any finite value (``codes``, ``huge``: the top binade, ``tiny``: the two
-    lowest binades and zero) or Gaussian data at a random power-of-two scale, rounded to ``fmt`` saturating."""
-    vals = _finite_values(fmt)
+    """float64 values of ``fmt`` from random codes -- any code (``codes``), the top binade (``huge``), the two
+    lowest binades and zero (``tiny``), NaN/Inf codes read as zero -- or Gaussian data at a random power-of-two
+    scale rounded to ``fmt`` with saturation (``gaussian``)."""
     if kind == "gaussian":
         g = rng.standard_normal(shape) * 2.0 ** int(rng.integers(-8, 6))
         return quantize(torch.from_numpy(g), fmt, saturate=True, out_dtype=torch.float64)
-    if kind == "huge":
-        vals = vals[vals.abs() >= fmt.max / 2]
-    elif kind == "tiny":
-        vals = vals[vals.abs() < 4 * fmt.min_normal]
-    return vals[torch.from_numpy(rng.integers(0, len(vals), size=shape))]
+    lo, hi = {"huge": (max(0, fmt.max_code - (1 << fmt.mbits) + 1), fmt.max_code),
+              "tiny": (0, min(fmt.max_code, (2 << fmt.mbits) - 1))}.get(kind, (0, fmt.max_code))
+    mag = torch.from_numpy(rng.integers(lo, hi + 1, size=shape))
+    sign = torch.from_numpy(rng.integers(0, 2, size=shape)) * fmt.sign_mask
+    v = decode(mag | sign, fmt).double()
+    return torch.where(torch.isfinite(v), v, 0.0)
 
 
 @st.composite
