@@ -130,12 +130,12 @@ def encode(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "neares
     if backend == "native":
         codes, min32, step32 = ops.logfmt_encode(_as_2d(x.detach().float()), nbits, tile, LOG_RANGE)
     else:
-        core = compiled(_encode_core) if backend == "compiled" else _encode_core
+        core = compiled(encode_reference) if backend == "compiled" else encode_reference
         codes, min32, step32 = core(x, nbits, tile, rounding, generator)
     return LogFMTTensor(codes, min32, step32, nbits, tile, tuple(x.shape))
 
 
-def _encode_core(x: torch.Tensor, nbits: int, tile: int, rounding: str, generator: torch.Generator | None
+def encode_reference(x: torch.Tensor, nbits: int, tile: int, rounding: str, generator: torch.Generator | None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes int32 (rows, cols), min, step) of a validated ``encode`` call: the torch reference."""
     kmax = (1 << (nbits - 1)) - 1

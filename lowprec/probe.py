@@ -685,9 +685,14 @@ def _probe_zero_exponent(box: _Box, f: int | None, acc: FloatFormat) -> Feature:
         lost = [e for e, g in zip(es, got) if g != 2.0**ep]
         if lost and lost[0] == es[0]:
             continue                                      # cut by something else (a zero accumulator): larger p
-        if not lost:
+        if not lost:                                      # z < T, or zeros take no part: the same outputs
+            T = ep + f + 1 - es[-1]
+            if -126 < T:
+                return Feature("zero_exponent", -126, "unobservable", f"a zero operand never cuts 2^{ep}: zeros "
+                               f"rank below 2^{T} or take no part; -126 (the NVIDIA convention) fitted", inputs, got,
+                               calls)
             return Feature("zero_exponent", None, "inferred", f"a zero operand never cuts 2^{ep}: zeros take no "
-                           f"part (or rank below 2^{ep + f + 1 - es[-1]})", inputs, got, calls)
+                           f"part (or rank below 2^{T}, which no format here can show)", inputs, got, calls)
         if lost != [e for e in es if e >= lost[0]]:
             return Feature("zero_exponent", None, "inconsistent", f"2^{ep} is lost for no single range of e",
                            inputs, got, calls)

@@ -192,11 +192,12 @@ def _shl(one_like: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_left_shift(one_like, n)
 
 
-def _encode_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
-                 rand: torch.Tensor | None, sr_bits: int) -> torch.Tensor:
-    """Codes (``code_dtype``) of float ``x``: widened exactly to a float word (float64, or float32 where
-    that is exact and fits, see ``_word_for``), then one rounding in integer arithmetic on the
-    significand (see module doc)."""
+def encode_reference(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
+                     rand: torch.Tensor | None, sr_bits: int) -> torch.Tensor:
+    """The readable reference encoder (``encode``'s eager backend, without its validation): codes
+    (``code_dtype``) of float ``x`` for a canonical ``rounding`` name, widened exactly to a float word
+    (float64, or float32 where that is exact and fits, see ``_word_for``), then one rounding in integer
+    arithmetic on the significand (see module doc). ``rand``: the random bits of stochastic rounding."""
     M, emin = fmt.mbits, fmt.emin
     W = _word_for(x, fmt, rounding)
     P = W.frac_bits
@@ -296,8 +297,8 @@ def _encode_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: boo
 
 def _quantize_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
                    rand: torch.Tensor | None, sr_bits: int, table: torch.Tensor) -> torch.Tensor:
-    """Values of ``_encode_core``'s codes looked up in the format's decode ``table``."""
-    return table[_encode_core(x, fmt, rounding, saturate, rand, sr_bits).long()]
+    """Values of ``encode_reference``'s codes looked up in the format's decode ``table``."""
+    return table[encode_reference(x, fmt, rounding, saturate, rand, sr_bits).long()]
 
 
 BACKENDS: tuple[str, ...] = ("eager", "compiled")
@@ -463,12 +464,12 @@ def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: b
         y, special = _torch_round(t, fmt, TORCH_CASTS[fmt])
         code = _cast_codes(y, fmt)
         if special is not None:
-            code.view(-1)[special] = _encode_core(t.detach().reshape(-1)[special], fmt, rounding, bool(saturate),
+            code.view(-1)[special] = encode_reference(t.detach().reshape(-1)[special], fmt, rounding, bool(saturate),
                                                   None, sr_bits)
     elif path == "native":
         code = _native_cast(t, fmt, rounding, bool(saturate), values=False)
     else:
-        core = compiled(_encode_core) if backend == "compiled" else _encode_core
+        core = compiled(encode_reference) if backend == "compiled" else encode_reference
         code = core(t, fmt, rounding, bool(saturate), rand, sr_bits)
     return code.numpy() if was_numpy else code
 
@@ -575,7 +576,7 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
         core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
         vals = core(t, fmt, rounding, bool(saturate), rand, sr_bits, _decode_table(fmt, t.device))
     else:
-        core = compiled(_encode_core) if backend == "compiled" else _encode_core
+        core = compiled(encode_reference) if backend == "compiled" else encode_reference
         vals = _decode_arith(core(t, fmt, rounding, bool(saturate), rand, sr_bits).long(), fmt)
     vals = vals.to(out_dtype)
     return vals.numpy() if was_numpy else vals
@@ -584,7 +585,7 @@ def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate:
 def round_values(x: torch.Tensor, fmt: FloatFormat, rounding: str = "rne", saturate: bool = False) -> torch.Tensor:
     """float64 ``x`` rounded to ``fmt``, float64 out: ``quantize`` without validation or dispatch, for
     use inside other fused computations (x must be representable input: see ``encode``'s checks)."""
-    return _decode_arith(_encode_core(x, fmt, canonical_rounding(rounding), saturate, None, 32).long(), fmt)
+    return _decode_arith(encode_reference(x, fmt, canonical_rounding(rounding), saturate, None, 32).long(), fmt)
 
 
 def pow2(e: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -47,8 +47,8 @@ import torch
 from . import ops
 from .formats import E8M0, FloatFormat, get_format
 from .native import library_status
-from .rounding import (AUTO_NATIVE_MIN_NUMEL, BACKENDS, _encode_core, compiled, decode, encode,
-                       floor_log2, pow2, round_values, torch_cast_dtype)
+from .rounding import (AUTO_NATIVE_MIN_NUMEL, BACKENDS, compiled, decode, encode, encode_reference, floor_log2,
+                       pow2, round_values, torch_cast_dtype)
 
 SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
 SCALE_FORMATS = ("fp32", "e8m0", "ue4m3")
@@ -492,7 +492,7 @@ def _cast_rne_saturated(y: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     tensor, outside torch.compile); otherwise the lab's encoder."""
     tdtype = torch_cast_dtype(y, fmt, "rne") if fmt.bits == 8 else None
     if tdtype is None:
-        return _encode_core(y, fmt, "rne", True, None, 32)
+        return encode_reference(y, fmt, "rne", True, None, 32)
     return torch.clamp(y, -fmt.max, fmt.max).to(tdtype).view(torch.uint8)
 
 
@@ -506,7 +506,7 @@ def _nonfinite_codes(t: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """The unsaturated RNE codes of +-NaN and +-Inf (from the encoder, four values), selected for each
     non-finite element of ``t``; finite elements get an arbitrary code (the caller masks them)."""
     special = torch.tensor([math.nan, -math.nan, math.inf, -math.inf], dtype=torch.float32, device=t.device)
-    c = _encode_core(special, fmt, "rne", False, None, 32)
+    c = encode_reference(special, fmt, "rne", False, None, 32)
     nan_code = torch.where(torch.signbit(t), c[1], c[0])
     return torch.where(torch.isnan(t), nan_code, torch.where(t > 0, c[2], c[3]))
 
