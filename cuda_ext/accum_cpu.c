@@ -88,19 +88,25 @@ static __attribute__((noinline)) lp_vd lp_round_lanes(lp_vd r, lp_vd x, lp_vl ex
     return r;
 }
 
-/* lp_round on LP_VL lanes: lp_round_fast's bit operations, zeros to +0, lp_round_lanes for the lanes it does
- * not cover (tiny, overflowing or not finite). */
-LP_V lp_vd lp_vround_fmt(lp_vd x, int32_t mbits, int32_t emin, int32_t rounding, double vmax, int32_t overflow_inf) {
+/* lp_round_fast on LP_VL lanes, zeros to +0; *exceptional marks the lanes it does not cover (tiny,
+ * overflowing or not finite), for lp_round_lanes. */
+LP_V lp_vd lp_vround_fast(lp_vd x, int32_t mbits, int32_t emin, int32_t rounding, double vmax, lp_vl *exceptional) {
     const int64_t mask = ((int64_t)1 << (52 - mbits)) - 1;
     lp_vl b = (lp_vl)x;
     if (rounding == LP_RNE) b += (mask >> 1) + ((b >> (52 - mbits)) & 1);
     b &= ~mask;
     const lp_vl zero = x == 0.0;
-    const lp_vd r = (lp_vd)(b & ~zero), ar = (lp_vd)(b & INT64_MAX);
-    const lp_vl exceptional = ~zero & ((lp_vexp(x) < emin) | ~(ar <= vmax));
-    int64_t any = 0;
-    for (int i = 0; i < LP_VL; i++) any |= exceptional[i];
-    return any ? lp_round_lanes(r, x, exceptional, mbits, emin, rounding, vmax, overflow_inf) : r;
+    *exceptional = ~zero & ((lp_vexp(x) < emin) | ~((lp_vd)(b & INT64_MAX) <= vmax));
+    return (lp_vd)(b & ~zero);
+}
+
+LP_V int lp_vany(lp_vl v) { const lp_vl none = {0}; return memcmp(&v, &none, sizeof none) != 0; }
+
+/* lp_round on LP_VL lanes. */
+LP_V lp_vd lp_vround_fmt(lp_vd x, int32_t mbits, int32_t emin, int32_t rounding, double vmax, int32_t overflow_inf) {
+    lp_vl exceptional;
+    const lp_vd r = lp_vround_fast(x, mbits, emin, rounding, vmax, &exceptional);
+    return lp_vany(exceptional) ? lp_round_lanes(r, x, exceptional, mbits, emin, rounding, vmax, overflow_inf) : r;
 }
 
 /* Step 5 on LP_VL lanes: outer = outer + acc (rounded to odd, then to the outer format), acc = 0. */
@@ -175,16 +181,25 @@ LP_V void lp_register_group(const float *A, const int32_t *EA, const float *B, c
             }
         }
     }
+    lp_vd total[LP_MR][LP_U], rounded[LP_MR][LP_U];
+    lp_vl exceptional[LP_MR][LP_U], any = {0};
     for (int r = 0; r < LP_MR; r++)                                    /* step 4 */
         for (int u = 0; u < LP_U; u++) {
-            double *p = acc + r * LP_NC + u * LP_VL;
-            const lp_vd prev = lp_ldd(p);
+            const lp_vd prev = lp_ldd(acc + r * LP_NC + u * LP_VL);
             const lp_vl inf = lp_vexp(prev) == 1024;                   /* NaN never occurs: Inf */
             const lp_vd sum = __builtin_convertvector(units[r][u], lp_vd) * lp_vpow2(E[r][u] - m->align_bits);
-            const lp_vd total = m->align_with_acc ? sum : lp_vadd_odd((lp_vd)((lp_vl)prev & ~inf), sum);
-            const lp_vd kept = (lp_vd)(((lp_vl)prev & inf) | ((lp_vl)total & ~inf));   /* Inf rounds to itself */
-            lp_std(p, lp_vround_fmt(kept, m->acc_mbits, m->acc_emin, m->acc_rounding, m->acc_max,
-                                    m->acc_overflow_inf));
+            const lp_vd t = m->align_with_acc ? sum : lp_vadd_odd((lp_vd)((lp_vl)prev & ~inf), sum);
+            total[r][u] = (lp_vd)(((lp_vl)prev & inf) | ((lp_vl)t & ~inf));   /* Inf rounds to itself */
+            rounded[r][u] = lp_vround_fast(total[r][u], m->acc_mbits, m->acc_emin, m->acc_rounding, m->acc_max,
+                                           &exceptional[r][u]);
+            any |= exceptional[r][u];
+        }
+    for (int r = 0; r < LP_MR; r++)                                    /* one test for the register tile */
+        for (int u = 0; u < LP_U; u++) {
+            if (lp_vany(any))
+                rounded[r][u] = lp_round_lanes(rounded[r][u], total[r][u], exceptional[r][u], m->acc_mbits,
+                                               m->acc_emin, m->acc_rounding, m->acc_max, m->acc_overflow_inf);
+            lp_std(acc + r * LP_NC + u * LP_VL, rounded[r][u]);
         }
 }
 
