@@ -1030,8 +1030,10 @@ def _check_format_values(x: torch.Tensor, fmt: FloatFormat, name: str) -> None:
     """ValueError unless every finite element of ``x`` is a value of ``fmt`` (a format exact in float32):
     ``x`` survives float32 unchanged and ``quantize`` (RNE, saturating) leaves it unchanged."""
     x32 = x.float()
-    fin = torch.where(torch.isfinite(x32), x32, 0.0)
-    exact = x.dtype == torch.float32 or torch.equal(torch.where(torch.isfinite(x), x, 0.0), fin.to(x.dtype))
+    finite = torch.isfinite(x32)
+    exact = x.dtype == torch.float32 or torch.equal(torch.where(torch.isfinite(x), x, 0.0),
+                                                    torch.where(finite, x32, 0.0).to(x.dtype))
+    fin = x32[finite] if not bool(finite.all()) else x32       # E8M0 has no zero: never invent one
     if not (exact and torch.equal(quantize(fin, fmt, saturate=True), fin)):
         raise ValueError(f"{name} holds values that are not {fmt.name} values: quantize it first")
 
