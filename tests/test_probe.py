@@ -178,3 +178,4 @@ def test_validate_lists_mismatches_of_a_wrong_model():
     assert not v.agree and v.n_mismatches >= len(v.mismatches) > 0 and v.calls == 10
     m = v.mismatches[0]
     assert m.got != m.want and f"0x{m.got:08X}" in str(m)
+
