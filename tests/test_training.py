@@ -356,7 +356,7 @@ def test_trace_round_trip(traced, corpus):
     assert {"layers.0.attn.qkv", "layers.0.attn.out", "layers.0.moe.shared.gate_up",
             "layers.0.moe.shared.down"} <= set(linears)
     gemms = list(trace.gemms())
-    assert sorted((g.layer, g.kind) for g in gemms) == sorted((l, k) for l in linears
+    assert sorted((g.layer, g.kind) for g in gemms) == sorted((layer, k) for layer in linears
                                                               for k in ("fprop", "dgrad", "wgrad"))
     expert_tokens = {}
     for g in gemms:
