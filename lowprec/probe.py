@@ -10,14 +10,18 @@ the first format and y of the second (a power of two on one side, both normal), 
 The scales of the probes are chosen so that their outputs lie in [2^-14, 2^15] (exact in any accumulator
 wider than fp16) until the accumulator's range is known. The features, in the order they are inferred:
 
-``order`` (FPRev, Xie et al. 2025; SPEC 2): K products, all the unit u but +M at i and -M at j, M = 2^n u with n
-    (27 .. 30) larger than any alignment or accumulator precision the probe resolves. The output counts the units
-    that survived; ``lost(i, j) = K - 2 - out / u``, for the rows (0, j), every j < K.
-    A vectorised abstract run of each candidate (families "cut" -- aligned terms cut to a few bits -- and
-    "exact" terms; g products per step; promotion every P) predicts every count; the candidates are the g and P
-    read off the counts. Inferred: ``group_size``, whether terms are cut at all, ``promote_every`` (seen when
-    n exceeds the alignment bits plus log2 P, e.g. FP8 with 13 bits). A pattern of
-    pairwise trees (``lost(0, j) = 2^bitlen(j) - 2`` within a group) is reported as "not a fused sum".
+``deterministic``: one random GEMM twice: the same bits, or the result is "inconsistent" at once.
+``order`` (FPRev, Xie et al. 2025; SPEC 2): K products, all the unit u but +M at i and -M at j, M = 2^n u with
+    n = 27 (E4M3) .. 30. The output counts the units that survived; ``lost(0, j) = K - 2 - out / u`` for every
+    j < K (one call). A vectorised abstract run of each candidate (families "cut" -- aligned terms cut to a few
+    bits -- and "exact" terms; g products per step; promotion every P) predicts every count; the candidates are
+    the g and P read off the counts. Inferred: ``group_size``, whether terms are cut at all, ``promote_every``.
+    The abstract run assumes every unit beside M vanishes: n > f + 1; with the running sum added after a step,
+    a step's sum of units must vanish when rounded beside M (nearest rounding, n > m + log2 g + 1); a promotion
+    is seen when n > f + log2 P (FP8 with 13 bits; K <= 2P also avoids promoting unit sums beside M). Counts of
+    pairwise trees of t, one after another (``lost(0, j) = 2^bitlen(j) - 2`` inside the first) are named: "not a
+    fused sum" when no fused candidate fits, a warning in the text when one does (trees of 4 give the counts of
+    steps of 2 promoted every 4).
 ``align_bits``: rows ``B - B + 2^-k B`` in one step for every k the formats reach (B = 2^eB a power-of-two
     product): the small term survives exactly for k <= f, whatever the rounding (a tie at k = f + 1 goes to the
     even 0). Survival through the largest reachable k: terms are kept exact (``align_bits=None``).
@@ -33,24 +37,26 @@ wider than fp16) until the accumulator's range is known. The features, in the or
     ``+-(2^(E+h) + r ulp)`` for r = 0.5, 1.5, 2.5 pick the rounding (rtz, rne, rdown, rup, rna) whose closed form
     reproduces all six outputs.
 ``range``: single products +-2^k over every k the formats reach (a column of +-2^i times a row of 2^j): the
-    first k whose output is not 2^k gives the
-    exponent range (emax = k - 1), and its output the overflow rule (Inf where rounding toward zero would stop at
-    the largest finite value: ``overflow="inf"``; that value: ``"ieee"``); the smallest exact output the lower end
-    (2^(emin - m) with subnormal results kept -- or a little higher, where a zero accumulator aligned with the
-    product cuts it first; 2^emin would mean flushed, which a FusedSum cannot express).
-    Either end fixes the accumulator's bias and so its format; neither: 8 exponent bits (float32's register),
-    reported as unobservable.
-``subnormal_inputs``: a product with the smallest subnormal of each input format: exact (kept) or 0 (flushed).
+    first k whose output is not 2^k gives the exponent range (emax = k - 1), and the outputs of +-2^k the
+    overflow rule (Inf where IEEE rounding of that sign would stop at the largest finite value:
+    ``overflow="inf"``; +-max: ``"ieee"``); the smallest exact output the lower end (2^(emin - m) with subnormal
+    results kept -- or a little higher, where a zero accumulator aligned with the product cuts it first; 2^emin
+    would mean flushed, which a FusedSum cannot express). Either end fixes the accumulator's bias and so its
+    format; neither: 8 exponent bits (float32's register), reported as unobservable.
+``subnormal_inputs``: a product with the subnormal 2^(emin - 1) of each input format (its significand 0.5 survives
+    any alignment): exact (kept) or 0 (flushed).
 ``products``: single products of full-significand operands and ``(1 + 2^-ma)(1 + 2^-mb) - 1``, where the
     alignment and the accumulator can hold them exactly: the outputs equal the exact values (products are exact).
 ``zero_exponent``: ``p + 0 x 2^e`` for p = 2^ep, ep from the accumulator's smallest subnormal to its smallest
     normal, and every e of the second format, in one call: a zero operand is the term 0 * 2^(z + e), which lifts
     the alignment exponent and cuts p when z + e >= ep + f + 1; the first e that loses p gives z, read at the
     smallest p that the smallest zero operand leaves alone (a smaller p is cut by the zero accumulator already,
-    SPEC 2b). Not observable where no zero product can reach that (FP8, FP16 operands): then the NVIDIA
-    convention -126 is fitted, unchecked.
-``nan``: NaN (and Inf - Inf) inputs: bits 0x7FFFFFFF (0x7FFFE000 for an fp16 result) are the canonical NaN,
-    anything else IEEE's.
+    SPEC 2b). Not observable where no zero product can reach that (FP8, FP16 operands; an fp16 accumulator, whose
+    smallest value 2^-24 is too large, with BF16/TF32 operands): then the NVIDIA convention -126 is fitted,
+    unchecked, and validation decides (a zero product cutting terms below the accumulator's own precision can
+    still move a directed rounding).
+``nan``: NaN (and Inf - Inf) inputs: the bits of the fitted model's canonical NaN (``emulated_matmul`` with
+    ``nan_output="canonical"``: 0x7FFFFFFF, or 0x7FFFE000 for an fp16 result) mean canonical, anything else IEEE.
 
 ``validate(gemm, model, trials)`` then runs random inputs (wide exponents, zeros beside huge values, cancelling
 pairs, tiny products, a few NaN/Inf) through the black box and ``emulated_matmul(model)`` and lists every element
@@ -579,14 +585,14 @@ def _probe_range(box: _Box, m: int, mode: str) -> Feature:
     if top:
         k = top[0]
         value["bias"] = k - 1
-        out = float(got[(exps == k) & (want > 0)][0])
-        toward_zero = mode in ("rtz", "rdown")
-        if math.isinf(out):
-            value["overflow"] = "inf" if toward_zero else None
-            text.append(f"2^{k} overflows to Inf" + ("" if toward_zero else f" (as IEEE rounding {mode} does too)"))
-        else:
+        outs = [float(got[(exps == k) & (want * sign > 0)][0]) for sign in (1, -1)]
+        stops = (mode in ("rtz", "rdown"), mode in ("rtz", "rup"))   # IEEE rounding stops at +-max for that sign
+        if not all(math.isinf(o) for o in outs):
             value["overflow"] = "ieee"
-            text.append(f"2^{k} comes out as {out!r} (the largest finite value): IEEE overflow")
+            text.append(f"+-2^{k} come out as {outs}: IEEE overflow (rounding {mode} stops at the largest value)")
+        else:
+            value["overflow"] = "inf" if any(stops) else None
+            text.append(f"+-2^{k} overflow to Inf" + ("" if any(stops) else f" (as IEEE rounding {mode} does too)"))
     low = [k for k in ks if not ok[k] and k <= 0]
     if low:
         k_low = low[-1] + 1                          # the smallest power of two that comes out exact
@@ -628,13 +634,13 @@ def _probe_subnormal_inputs(box: _Box) -> Feature:
     for side, fmt, other in ((0, fa, fb), (1, fb, fa)):
         if not fmt.subnormals:
             continue
-        t = fmt.min_subnormal
+        t = 2.0 ** (fmt.emin - 1)                    # the largest power-of-two subnormal: survives any alignment
         y = next((2.0**k for k in sorted(range(other.emin, other.emax + 1), key=lambda k: abs(k + math.log2(t)))
                   if _representable(2.0**k, other, True)), None)
         if y is not None and _SAFE[0] <= math.log2(t * y) <= _SAFE[1]:
             rows.append([(t, y) if side == 0 else (y, t)])
             want.append(t * y)
-            inputs.append(f"{fmt.name} min subnormal {t!r} x {y!r}")
+            inputs.append(f"{fmt.name} subnormal {t!r} x {y!r}")
     if not rows:
         return Feature("subnormal_inputs", None, "unobservable", "the input formats have no subnormals in reach")
     got = box.rows("subnormal_inputs", rows)
