@@ -87,7 +87,7 @@ import torch
 
 from .formats import FloatFormat, get_format
 from .rounding import (BACKENDS, add_round_to_odd, canonical_rounding, compiled, floor_log2, floor_log2_exact, pow2,
-                       quantize, round_exact, round_values)
+                       quantize, round_exact, round_to_integer, round_values)
 
 ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
 NAN_OUTPUTS = ("canonical", "ieee")
@@ -519,14 +519,7 @@ def _scalar_output(v: float, model: AccumulatorModel) -> float:
 
 
 def _round_to_multiple(v: Fraction, quantum: Fraction, mode: str) -> Fraction:
-    q = v / quantum
-    if mode == "rtz":
-        n = math.trunc(q)
-    elif mode == "rdown":
-        n = math.floor(q)
-    else:
-        n = round(q)                                        # Python's round is ties-to-even on Fractions
-    return n * quantum
+    return round_to_integer(v / quantum, mode) * quantum
 
 
 def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorModel | str, c: float = 0.0, *,

@@ -79,7 +79,7 @@ import torch
 
 from .accum import AccumulatorModel, BlockScale, FusedSum, emulated_matmul
 from .formats import FloatFormat, get_format, list_formats
-from .rounding import floor_log2_exact, quantize
+from .rounding import floor_log2_exact, quantize, round_to_integer
 
 Gemm = Callable[..., torch.Tensor]
 Pair = tuple[float, float]                  # one product's factors (x of the first format, y of the second)
@@ -222,20 +222,7 @@ def _place(build: Callable[[int], list[float]], outs: Callable[[int], list[float
 def _round_bits(x: Fraction, bits: int, mode: str) -> Fraction:
     """Non-zero ``x`` rounded to ``bits`` fraction bits relative to its binade by ``mode``."""
     q = Fraction(2) ** (floor_log2_exact(abs(x)) - bits)
-    return _round_to(x / q, mode) * q
-
-
-def _round_to(v: Fraction, mode: str) -> int:
-    """``v`` rounded to an integer by ``mode`` (rtz, rdown, rup, rne, rna)."""
-    if mode == "rtz":
-        return math.trunc(v)
-    if mode == "rdown":
-        return math.floor(v)
-    if mode == "rup":
-        return math.ceil(v)
-    if mode == "rne":
-        return round(v)
-    return int(math.copysign(math.floor(abs(v) + Fraction(1, 2)), v))
+    return round_to_integer(x / q, mode) * q
 
 
 class _Box:

@@ -612,6 +612,22 @@ def add_round_to_odd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 # ---- scalar reference in exact arithmetic -------------------------------------------------------
+def round_to_integer(v: Fraction, rounding: str) -> int:
+    """The exact ``v`` rounded to an integer by ``rounding``: ``rtz`` (toward zero), ``rdown`` (toward -inf),
+    ``rup`` (toward +inf), ``rne`` (nearest, ties to even), ``rna`` (nearest, ties away from zero)."""
+    if rounding == "rtz":
+        return math.trunc(v)
+    if rounding == "rdown":
+        return math.floor(v)
+    if rounding == "rup":
+        return math.ceil(v)
+    if rounding == "rne":
+        return round(v)                                 # Python rounds a Fraction half to even
+    if rounding == "rna":
+        return int(math.copysign(math.floor(abs(v) + Fraction(1, 2)), v))
+    raise ValueError(f"unknown rounding {rounding!r} for an integer; expected rtz, rdown, rup, rne or rna")
+
+
 def floor_log2_exact(q: Fraction) -> int:
     """floor(log2(q)) of a positive rational, exactly."""
     e = q.numerator.bit_length() - q.denominator.bit_length()

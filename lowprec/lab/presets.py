@@ -63,7 +63,7 @@ from .. import __version__
 from ..accum import (AccumulatorModel, BlockScale, ChunkSum, FmaTree, FusedSum, SplitSum, emulated_matmul,
                      get_accumulator, list_accumulators)
 from ..formats import get_format
-from ..rounding import canonical_rounding, quantize
+from ..rounding import canonical_rounding, quantize, round_to_integer
 
 PROBES = ("order", "alignment_bits", "negative_cut", "negative_c", "accumulator", "promotion")
 _STRUCTURES: dict[str, type] = {cls.__name__: cls for cls in (FusedSum, ChunkSum, SplitSum, FmaTree)}
@@ -238,28 +238,13 @@ def _run(model: AccumulatorModel, rows: Sequence[Row], batch: int = 32) -> list[
 
 
 # ---- closed forms ------------------------------------------------------------------------------------
-def _round_int(v: Fraction, mode: str) -> int:
-    """``v`` rounded to an integer by ``mode`` (rtz, rdown, rup, rne, rna)."""
-    if mode == "rtz":
-        return math.trunc(v)
-    if mode == "rdown":
-        return math.floor(v)
-    if mode == "rup":
-        return math.ceil(v)
-    if mode == "rne":
-        return round(v)                                 # Python rounds a Fraction half to even
-    if mode == "rna":
-        return int(math.copysign(math.floor(abs(v) + Fraction(1, 2)), v))
-    raise ValueError(f"no closed form for rounding {mode!r}")
-
-
 def _round_bits(x: Fraction, bits: int, mode: str) -> Fraction:
     """Non-zero ``x`` rounded to ``bits`` fraction bits of its binade by ``mode`` (no range limits)."""
     e = abs(x).numerator.bit_length() - abs(x).denominator.bit_length()
     if Fraction(2) ** e > abs(x):
         e -= 1                                          # 2^e <= |x| < 2^(e+1)
     q = Fraction(2) ** (e - bits)
-    return _round_int(x / q, mode) * q
+    return round_to_integer(x / q, mode) * q
 
 
 def _lost(kind: str, g: int, i: int, j: int) -> int:
@@ -433,7 +418,7 @@ def _cut_probe(probe: str, doc: AccumulatorModel, run: AccumulatorModel, rule: t
         B, q = 2.0**eB, Fraction(2) ** (eB - bits)
         rows = [(_layout(doc, [B, -B]), float(t * q)) if in_c else (_layout(doc, [B, -B, float(t * q)]), 0.0)
                 for t in _CUT_FRACS]
-        return _Plan(rows, [t * q if rule is None else _round_int(t, rule[1]) * q for t in _CUT_FRACS])
+        return _Plan(rows, [t * q if rule is None else round_to_integer(t, rule[1]) * q for t in _CUT_FRACS])
 
     if c_only:
         placed = None if (p := _place(doc, lambda eB: build(eB, True))) is None else (*p, "")
@@ -445,7 +430,7 @@ def _cut_probe(probe: str, doc: AccumulatorModel, run: AccumulatorModel, rule: t
     q = Fraction(2) ** (eB - bits)
     got = _run(run, plan.rows)
     units = tuple(Fraction(g) / q if math.isfinite(g) else None for g in got)
-    expected = "exact (no cut)" if rule is None else _CUT_NAMES[tuple(_round_int(t, rule[1]) for t in _CUT_FRACS)]
+    expected = "exact (no cut)" if rule is None else _CUT_NAMES[tuple(round_to_integer(t, rule[1]) for t in _CUT_FRACS)]
     shown = ", ".join("?" if v is None else str(v) for v in units)
     inferred = "exact (no cut)" if units == _CUT_FRACS else _CUT_NAMES.get(units, f"({shown}) x q")
     return _verdict(probe, expected, inferred, got, plan.expected, f"B = 2^{eB}, q = 2^{eB - bits}", note)
