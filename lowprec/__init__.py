@@ -9,7 +9,7 @@ __all__ = [
     "ROUNDINGS", "encode", "decode", "quantize",
     "pack", "unpack", "packed_nbytes",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .accum import AccumulatorModel, emulated_matmul, get_accumulator, list_accumulators, reference_dot  # noqa: E402
 

@@ -33,7 +33,7 @@ from ..nn import get_training_recipe  # noqa: E402
 from ..report import Figure, Table  # noqa: E402
 from ..training.corpus import load_corpus  # noqa: E402
 from ..training.model import ModelConfig  # noqa: E402
-from ..training.trainer import TrainConfig, train  # noqa: E402
+from ..training.trainer import TrainConfig, cpu_identity, train  # noqa: E402
 from .common import StudyOutput, definition_id, prepare_out_dir, resolve_params  # noqa: E402
 from .store import ResultStore  # noqa: E402
 from .sweep import run_sweep  # noqa: E402
@@ -79,7 +79,7 @@ def points(p: Mapping[str, Any], seed: int, corpus_sha256: str, threads: int) ->
                           trace_steps=(p["steps"],) if recipe == BASELINE else (),
                           trace_max_bytes=int(p["trace_max_mb"] * (1 << 20)))
         out.append({**cfg.as_dict(), "corpus_sha256": corpus_sha256, "threads": threads, "torch": torch.__version__,
-                    "recipe_def": definition_id(get_training_recipe(recipe))})
+                    "cpu": cpu_identity(), "recipe_def": definition_id(get_training_recipe(recipe))})
     return out
 
 

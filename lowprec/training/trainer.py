@@ -4,7 +4,8 @@ Contract
 --------
 * A run is identified by ``run_key(config, corpus)``: the SHA-256 of every field of ``TrainConfig``
   (recipe, model, steps, batch, sequence, optimiser, seed, evaluation and trace settings), the corpus
-  hash, the lab and torch versions and the CPU thread count (float32 matmul sums depend on it). The
+  hash, the lab and torch versions, the CPU thread count and the CPU (``cpu_identity``: float32 matmul sums
+  depend on both; the same code trains to different losses on two CPUs). The
   run lives in ``<out>/<recipe>-<key[:12]>/``; a finished run (``summary.json``) is reused, never
   recomputed; an interrupted one resumes from its last checkpoint and gives the same bits as an
   uninterrupted run (model, optimiser, delayed-scaling histories and logged rows are all checkpointed;
@@ -22,10 +23,12 @@ Contract
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
+import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -90,10 +93,24 @@ class TrainConfig:
         return d
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_identity() -> str:
+    """What float32 results depend on besides torch's version and the thread count: the CPU architecture, the
+    SIMD level torch dispatches to (its BLAS and kernels pick code paths by it) and the CPU model, so a results
+    store carried to another machine recomputes rather than reuses (two CPUs can train to different losses)."""
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} {model or platform.processor()}".strip()
+
+
 def run_key(config: TrainConfig, corpus: Corpus) -> str:
     """The identity of a run's results (see the module doc)."""
     ident = {"config": config.as_dict(), "corpus_sha256": corpus.sha256, "lab_version": __version__,
-             "torch": torch.__version__, "threads": torch.get_num_threads()}
+             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_identity()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
