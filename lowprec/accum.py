@@ -87,7 +87,7 @@ import torch
 
 from .formats import FloatFormat, get_format
 from .rounding import (BACKENDS, add_round_to_odd, canonical_rounding, compiled, floor_log2, floor_log2_exact, pow2,
-                       quantize, round_exact, round_to_integer, round_values)
+                       quantize, resolve_backend, round_exact, round_to_integer, round_values)
 
 ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
 NAN_OUTPUTS = ("canonical", "ieee")
@@ -850,9 +850,8 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     ``"auto"`` (the default) is native where ``native_unsupported`` allows it, else eager (never compiled). Same bits.
     The result of an fp16-output model is a float32 tensor holding fp16 values.
     """
-    backends = ("auto", *BACKENDS, "native")
-    if backend not in backends:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {backends}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     model = get_accumulator(model)
     if input_formats is not None:
         model = model.with_(input_formats=tuple(input_formats))
@@ -870,10 +869,7 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
         nb = -(-K // bs.block)
         a_sc = _check_scales(a_scales, "a_scales", (M, nb), bs).repeat_interleave(bs.block, dim=1)[:, :K]
         b_sc = _check_scales(b_scales, "b_scales", (nb, N), bs).repeat_interleave(bs.block, dim=0)[:K]
-    if backend == "auto":
-        backend = "native" if native_unsupported(model, a.device) is None else "eager"
-    elif backend == "native" and (why := native_unsupported(model, a.device)):
-        raise ValueError(why)
+    backend = resolve_backend(backend, lambda: native_unsupported(model, a.device))
     if c is not None and (not isinstance(c, torch.Tensor) or c.shape != (M, N)):
         raise ValueError(f"c must be a ({M}, {N}) tensor")
     _check_exact_budget(model, K)
@@ -1065,9 +1061,8 @@ def emulated_scaled_matmul(a: Any, b: Any, model: AccumulatorModel | str, scale_
     fold per output element; models ``native_unsupported`` accepts) or ``"auto"`` (native where it covers the
     model, else eager). Same bits.
     """
-    backends = ("auto", *BACKENDS, "native")
-    if backend not in backends:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {backends}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     model = get_accumulator(model)
     if model.block_scale is not None:
         raise ValueError(f"model {model.name} is block-scaled inside the unit: use emulated_matmul's a_scales/b_scales")
@@ -1085,10 +1080,7 @@ def emulated_scaled_matmul(a: Any, b: Any, model: AccumulatorModel | str, scale_
     nb = -(-K // k_block)
     scale_a = _check_block_scales(scale_a, "scale_a", (M, nb), a.device)
     scale_b = _check_block_scales(scale_b, "scale_b", (nb, N), a.device)
-    if backend == "auto":
-        backend = "native" if native_unsupported(model, a.device) is None else "eager"
-    elif backend == "native" and (why := native_unsupported(model, a.device)):
-        raise ValueError(why)
+    backend = resolve_backend(backend, lambda: native_unsupported(model, a.device))
     _check_exact_budget(model, min(K, k_block))
     fa, fb = model.formats
     if check_inputs:

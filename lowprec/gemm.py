@@ -89,8 +89,8 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
         raise ValueError(f"a is {a_q.fmt.name} but b is {b_q.fmt.name}; pass allow_mixed=True to mix formats")
     if a_q.config.scale_format != b_q.config.scale_format:
         raise ValueError("a and b use different scale formats (e8m0 vs fp32)")
-    if backend not in ("auto", *BACKENDS, "native"):
-        raise ValueError(f"unknown backend {backend!r}; expected one of {('auto', *BACKENDS, 'native')}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     model = None if isinstance(accumulator, str) and accumulator in GEMM_ACCUMULATORS else get_accumulator(accumulator)
     if model is not None and model.input_formats != (a_q.fmt.name, b_q.fmt.name):
         model = model.with_(input_formats=(a_q.fmt.name, b_q.fmt.name))   # the operands' formats, as the unit

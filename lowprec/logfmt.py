@@ -39,12 +39,11 @@ import torch
 from . import ops
 from .native import library_status
 from .packing import pack
-from .rounding import AUTO_NATIVE_MIN_NUMEL, compiled
+from .rounding import compiled, resolve_backend
 
 MIN_BITS, MAX_BITS = 3, 16
 LOG_RANGE = 32 * math.log(2.0)
 ROUNDINGS = ("nearest", "stochastic")
-BACKENDS = ("auto", "eager", "compiled", "native")
 
 
 @dataclass(frozen=True)
@@ -81,14 +80,7 @@ def native_unsupported(device: torch.device, rounding: str = "nearest") -> str |
 def _resolve_backend(backend: str, x: torch.Tensor, rounding: str = "nearest") -> str:
     """The backend a validated call takes (``auto`` resolved; an explicit ``native`` that cannot run is a
     ValueError saying why)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    if backend == "auto":
-        big = x.numel() >= AUTO_NATIVE_MIN_NUMEL
-        return "native" if big and native_unsupported(x.device, rounding) is None else "eager"
-    if backend == "native" and (why := native_unsupported(x.device, rounding)):
-        raise ValueError(why)
-    return backend
+    return resolve_backend(backend, lambda: native_unsupported(x.device, rounding), x.numel())
 
 
 def _check(x: torch.Tensor, nbits: int, tile: int, pad: bool, rounding: str) -> None:

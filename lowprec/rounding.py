@@ -27,7 +27,7 @@ Numerical contract
   the smallest normal. Their decode maps biased-exponent-0 codes to zero.
 * ``decode`` returns float32 when every value of the format is a float32 (all formats <= 16 bits and
   E8M13, TF32, FP32), float64 otherwise.
-* Backends (``CAST_BACKENDS``) give the same bits: ``eager`` is the integer-arithmetic encoder above;
+* Backends (``BACKENDS``) give the same bits: ``eager`` is the integer-arithmetic encoder above;
   ``compiled`` fuses it with torch.compile; ``native`` is its C transcription (``cuda_ext/lowprec_round.h``,
   the ``lowprec::encode`` op); ``auto`` (the default) takes torch's own cast for RNE of float32, float16 and
   bfloat16 CPU tensors to a format torch has a dtype for (``TORCH_CASTS``), the eager encoder's results for
@@ -39,7 +39,7 @@ from __future__ import annotations
 import functools
 import math
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -301,9 +301,25 @@ def _quantize_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: b
     return table[encode_reference(x, fmt, rounding, saturate, rand, sr_bits).long()]
 
 
-BACKENDS: tuple[str, ...] = ("eager", "compiled")
-CAST_BACKENDS: tuple[str, ...] = ("auto", *BACKENDS, "native")       # encode and quantize
+BACKENDS: tuple[str, ...] = ("auto", "eager", "compiled", "native")   # every op's backend vocabulary
 AUTO_NATIVE_MIN_NUMEL = 1 << 16     # below this, backend="auto" stays eager: no native build for a small tensor
+
+
+def resolve_backend(backend: str, native_why: Callable[[], str | None], numel: int | None = None) -> str:
+    """The backend one call takes: the one dispatch rule of every op. ``native_why()`` says why the native
+    kernel cannot run the call (None: it can). ``"auto"`` is native when it can run and, where ``numel`` is
+    given, the tensor has at least ``AUTO_NATIVE_MIN_NUMEL`` elements (no native build for a small tensor), else
+    eager -- never compiled. An explicit ``"native"`` that cannot run is a ValueError saying why; an unknown
+    name is a ValueError."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "auto":
+        if numel is not None and numel < AUTO_NATIVE_MIN_NUMEL:
+            return "eager"
+        return "native" if native_why() is None else "eager"
+    if backend == "native" and (why := native_why()):
+        raise ValueError(why)
+    return backend
 
 
 COMPILED_VARIANTS = 256    # compiled variants (formats, roundings, models...) per function before an error
@@ -332,8 +348,8 @@ def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Gen
     """Validate everything before any work: (tensor, was_numpy, format, rounding, random bits)."""
     fmt = get_format(fmt)
     rounding = canonical_rounding(rounding)
-    if backend not in CAST_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {CAST_BACKENDS}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
                         "(e.g. torch.Generator().manual_seed(0))")
@@ -364,14 +380,9 @@ def _cast_backend(t: torch.Tensor, fmt: FloatFormat, rounding: str, backend: str
     ``"eager"`` or ``"compiled"``. ``"auto"``: torch's cast where it is proven, else native for tensors of at
     least ``AUTO_NATIVE_MIN_NUMEL`` elements that it covers, else eager. An explicit ``"native"`` that cannot
     run is a ValueError saying why."""
-    if backend == "auto":
-        if torch_cast_dtype(t, fmt, rounding) is not None:
-            return "torch"
-        big = t.numel() >= AUTO_NATIVE_MIN_NUMEL
-        return "native" if big and native_unsupported(t, fmt, rounding) is None else "eager"
-    if backend == "native" and (why := native_unsupported(t, fmt, rounding)):
-        raise ValueError(why)
-    return backend
+    if backend == "auto" and torch_cast_dtype(t, fmt, rounding) is not None:
+        return "torch"
+    return resolve_backend(backend, lambda: native_unsupported(t, fmt, rounding), t.numel())
 
 
 def _native_cast(t: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, values: bool) -> torch.Tensor:

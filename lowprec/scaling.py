@@ -47,15 +47,14 @@ import torch
 from . import ops
 from .formats import E8M0, FloatFormat, get_format
 from .native import library_status
-from .rounding import (AUTO_NATIVE_MIN_NUMEL, BACKENDS, compiled, decode, encode, encode_reference, floor_log2,
-                       pow2, round_values, torch_cast_dtype)
+from .rounding import (compiled, decode, encode, encode_reference, floor_log2, pow2, resolve_backend, round_values,
+                       torch_cast_dtype)
 
 SCALE_OPS = ("mul_inv", "mul_ratio", "mul_rcp_ratio", "div")
 SCALE_FORMATS = ("fp32", "e8m0", "ue4m3")
 NVFP4_TENSOR_TARGET = 448.0 * 6.0     # the per-tensor encode scale maps the tensor's amax to E4M3 max x E2M1 max
 MX_RULES = ("floor", "ceil", "even", "rceil")
 NONFINITE = ("element", "tile_nan")
-QUANTIZE_TENSOR_BACKENDS = ("auto", *BACKENDS, "native")
 _F32_MAX = torch.finfo(torch.float32).max
 _F32_TINY = torch.finfo(torch.float32).tiny        # 2^-126
 
@@ -404,13 +403,7 @@ def _prepare_quantize(x: torch.Tensor, recipe_or_scaling: Any, role: str, histor
                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
     if cfg.amax_source == "delayed" and history is None:
         raise ValueError("delayed scaling needs history=AmaxHistory(...)")
-    if backend not in QUANTIZE_TENSOR_BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {QUANTIZE_TENSOR_BACKENDS}")
-    if backend == "auto":
-        big = x.numel() >= AUTO_NATIVE_MIN_NUMEL
-        backend = "native" if big and native_unsupported(cfg, x.device) is None else "eager"
-    elif backend == "native" and (why := native_unsupported(cfg, x.device)):
-        raise ValueError(why)
+    backend = resolve_backend(backend, lambda: native_unsupported(cfg, x.device), x.numel())
     if x.dtype == torch.float64 and x.numel():
         mag = torch.where(torch.isfinite(x), x.abs(), 0.0)
         if bool((mag > _F32_MAX).any()) or bool(((mag > 0) & (mag < 2.0**-149)).any()):

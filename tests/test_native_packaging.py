@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import lowprec as lp
-from lowprec import native, scaling
+from lowprec import native, rounding, scaling
 from lowprec.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def test_auto_runs_native_on_large_tensors_with_the_same_bits(monkeypatch):
 
     monkeypatch.setattr(scaling, "_native_quantize", spy)
     g = torch.Generator().manual_seed(1)
-    big = torch.randn(260, scaling.AUTO_NATIVE_MIN_NUMEL // 256, generator=g) * 100
+    big = torch.randn(260, rounding.AUTO_NATIVE_MIN_NUMEL // 256, generator=g) * 100
     small = torch.randn(4, 64, generator=g)
     for x in (big, small):
         for recipe, role in (("deepseek_v3", "activation"), ("deepseek_v3_ue8m0", "weight"), ("te_current", "grad")):
