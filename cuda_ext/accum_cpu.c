@@ -8,13 +8,22 @@
  *
  * Operands: a (M x K) and b (K x N) float32 values of the input formats; seed (M x N double,
  * already rounded to the accumulator format, or the outer seed when promoting; NULL: zero); scale_a
- * (M x nblocks), scale_b (nblocks x N) float32; out (M x N float32).
+ * (M x nblocks), scale_b (nblocks x N) float32; out (M x N float32). Block-scaled operands (a model with E8M0
+ * scales inside the fused step, Blackwell kind::mxf8f6f4): xa (M x ceil(K / xblock)) and xb
+ * (ceil(K / xblock) x N) int32, the scale exponents of each xblock elements along K, added to the operands'
+ * exponents in step 1 (the model then has prescaled 0); NULL: none.
+ *
+ * Where the formats' range rules out the fast path (`prescaled` 0: bf16, tf32), the operands' own exponent range
+ * may allow it (lp_prescale_for_data: one pass over a and b first).
  *
  * Work: step 1 packs a and b (panels of LP_MR rows of a and LP_NC columns of b, K-major, so that a group of a
  * tile reads contiguous memory); then OpenMP over output tiles of LP_MC rows x LP_NC columns, groups outermost
  * so that a group of b stays in L1 for every row of the tile. Register tiles of LP_MR x LP_W hold E (integer
  * max of the product exponents), the float32 scale 2^(F - E - off) and the int32 sums of the aligned terms:
- * each product costs a multiply, a scaling, a conversion and an integer add on LP_VL lanes. The accumulator's
+ * each product costs a multiply, a scaling, a conversion and an integer add on LP_VL lanes. Where a group's
+ * terms may not fit int32 (F = 25: fp16, bf16, Blackwell FP8), the int32 sums take sum_chunk products at a time
+ * and are added into double sums (exact integers: lowprec_accum.h), one conversion and add per chunk and lane
+ * (lp_wide_group, out of line: other models run the plain int32 code). The accumulator's
  * own steps (its split, the rounding of the group's sum, promotion) run on the register tile too, in double
  * vectors; lp_round covers the rare lanes (tiny, overflowing or infinite sums) out of line.
  */
@@ -37,6 +46,7 @@
 
 typedef float lp_vf __attribute__((vector_size(LP_VL * 4)));
 typedef int32_t lp_vi __attribute__((vector_size(LP_VL * 4)));
+typedef uint32_t lp_vu __attribute__((vector_size(LP_VL * 4)));   /* int32 sums, added with defined wrap-around */
 typedef double lp_vd __attribute__((vector_size(LP_VL * 8)));
 typedef int64_t lp_vl __attribute__((vector_size(LP_VL * 8)));
 
@@ -128,10 +138,15 @@ LP_V void lp_vsplit(lp_vd v, const lp_accum_model *m, lp_vf *s, lp_vi *e) {
 
 /* One group of g products for the register tile whose accumulators are acc[r * LP_NC + j] (j < LP_W):
  * steps 2-4 and 6, in registers. A/EA: the group's packed a (A[k * LP_MR + r]); B/EB: its packed b
- * (B[k * LP_NC + j]). */
+ * (B[k * LP_NC + j]). `wide` (m->sum_chunk > 0): the group's terms may overflow int32, so double sums start from
+ * the accumulator's term and take the int32 sums of m->sum_chunk products at a time; otherwise one int32 sum holds
+ * the group. */
 LP_V void lp_register_group(const float *A, const int32_t *EA, const float *B, const int32_t *EB, int64_t g,
-                            double *acc, const lp_accum_model *m, const int32_t rounding, const int32_t prescaled) {
-    lp_vi E[LP_MR][LP_U], units[LP_MR][LP_U], e_acc[LP_MR][LP_U];
+                            double *acc, const lp_accum_model *m, const int32_t rounding, const int32_t prescaled,
+                            const int32_t wide) {
+    lp_vi E[LP_MR][LP_U], e_acc[LP_MR][LP_U];
+    lp_vu units[LP_MR][LP_U];
+    lp_vd wsum[LP_MR][LP_U];
     lp_vf scale[LP_MR][LP_U], s_acc[LP_MR][LP_U];
     const lp_vi zero = (lp_vi){0};
     for (int r = 0; r < LP_MR; r++)
@@ -154,40 +169,61 @@ LP_V void lp_register_group(const float *A, const int32_t *EA, const float *B, c
         for (int u = 0; u < LP_U; u++) {
             const lp_vi x = m->align_bits - m->a_offset - m->b_offset - E[r][u];       /* lp_term_scale */
             scale[r][u] = lp_vpow2f(lp_vmin(lp_vmax(x, zero - 126), zero + 127));
-            units[r][u] = zero;
+            units[r][u] = (lp_vu){0};
+            if (wide) wsum[r][u] = (lp_vd){0};
             if (m->align_with_acc) {                                   /* lp_term_value */
                 const lp_vi sh = lp_vmax(e_acc[r][u] - E[r][u], zero - 60) + m->align_bits;
-                units[r][u] = lp_vround(s_acc[r][u] * lp_vpow2f(sh), rounding);
+                const lp_vi t = lp_vround(s_acc[r][u] * lp_vpow2f(sh), rounding);
+                if (wide) wsum[r][u] = __builtin_convertvector(t, lp_vd);
+                else units[r][u] = (lp_vu)t;
             }
         }
-    for (int64_t k = 0; k < g; k++) {                                  /* step 3: the aligned terms */
-        lp_vf b[LP_U];
-        for (int u = 0; u < LP_U; u++) b[u] = lp_ldf(B + k * LP_NC + u * LP_VL);
-        if (prescaled)
-            for (int r = 0; r < LP_MR; r++) {
-                const float a = A[k * LP_MR + r];
-                for (int u = 0; u < LP_U; u++) units[r][u] += lp_vround(b[u] * a * scale[r][u], rounding);
-            }
-        else {                                                         /* lp_term_value per product */
-            lp_vi eb[LP_U];
-            for (int u = 0; u < LP_U; u++) eb[u] = lp_ldi(EB + k * LP_NC + u * LP_VL);
-            for (int r = 0; r < LP_MR; r++) {
-                const float a = A[k * LP_MR + r];
-                const int32_t ea = EA[k * LP_MR + r];
-                for (int u = 0; u < LP_U; u++) {
-                    const lp_vi sh = lp_vmax(eb[u] + ea - E[r][u], zero - 60) + m->align_bits;
-                    units[r][u] += lp_vround(b[u] * a * lp_vpow2f(sh), rounding);
-                }
-            }
-        }
+#define LP_TERMS(K0, K1)                                       /* step 3: the aligned terms of products [K0, K1) */ \
+    for (int64_t k = (K0); k < (K1); k++) {                                                                      \
+        lp_vf b[LP_U];                                                                                           \
+        for (int u = 0; u < LP_U; u++) b[u] = lp_ldf(B + k * LP_NC + u * LP_VL);                                 \
+        if (prescaled)                                                                                           \
+            for (int r = 0; r < LP_MR; r++) {                                                                    \
+                const float a = A[k * LP_MR + r];                                                                \
+                for (int u = 0; u < LP_U; u++) units[r][u] += (lp_vu)lp_vround(b[u] * a * scale[r][u], rounding); \
+            }                                                                                                    \
+        else {                                                 /* lp_term_value per product */                   \
+            lp_vi eb[LP_U];                                                                                      \
+            for (int u = 0; u < LP_U; u++) eb[u] = lp_ldi(EB + k * LP_NC + u * LP_VL);                           \
+            for (int r = 0; r < LP_MR; r++) {                                                                    \
+                const float a = A[k * LP_MR + r];                                                                \
+                const int32_t ea = EA[k * LP_MR + r];                                                            \
+                for (int u = 0; u < LP_U; u++) {                                                                 \
+                    const lp_vi sh = lp_vmax(eb[u] + ea - E[r][u], zero - 60) + m->align_bits;                   \
+                    units[r][u] += (lp_vu)lp_vround(b[u] * a * lp_vpow2f(sh), rounding);                         \
+                }                                                                                                \
+            }                                                                                                    \
+        }                                                                                                        \
     }
+    if (!wide)
+        LP_TERMS(0, g)
+    else                                                       /* chunks of sum_chunk products */
+        for (int64_t k0 = 0; k0 < g;) {
+            const int64_t k1 = g - k0 <= m->sum_chunk ? g : k0 + m->sum_chunk;
+            LP_TERMS(k0, k1)
+            if (k1 < g)                                        /* into the double sums (exact: < 2^51) */
+                for (int r = 0; r < LP_MR; r++)
+                    for (int u = 0; u < LP_U; u++) {
+                        wsum[r][u] += __builtin_convertvector((lp_vi)units[r][u], lp_vd);
+                        units[r][u] = (lp_vu){0};
+                    }
+            k0 = k1;
+        }
+#undef LP_TERMS
     lp_vd total[LP_MR][LP_U], rounded[LP_MR][LP_U];
     lp_vl exceptional[LP_MR][LP_U], any = {0};
     for (int r = 0; r < LP_MR; r++)                                    /* step 4 */
         for (int u = 0; u < LP_U; u++) {
             const lp_vd prev = lp_ldd(acc + r * LP_NC + u * LP_VL);
             const lp_vl inf = lp_vexp(prev) == 1024;                   /* NaN never occurs: Inf */
-            const lp_vd sum = __builtin_convertvector(units[r][u], lp_vd) * lp_vpow2(E[r][u] - m->align_bits);
+            lp_vd whole = __builtin_convertvector((lp_vi)units[r][u], lp_vd);   /* exact integers < 2^51 */
+            if (wide) whole += wsum[r][u];
+            const lp_vd sum = whole * lp_vpow2(E[r][u] - m->align_bits);
             const lp_vd t = m->align_with_acc ? sum : lp_vadd_odd((lp_vd)((lp_vl)prev & ~inf), sum);
             total[r][u] = (lp_vd)(((lp_vl)prev & inf) | ((lp_vl)t & ~inf));   /* Inf rounds to itself */
             rounded[r][u] = lp_vround_fast(total[r][u], m->acc_mbits, m->acc_emin, m->acc_rounding, m->acc_max,
@@ -203,12 +239,33 @@ LP_V void lp_register_group(const float *A, const int32_t *EA, const float *B, c
         }
 }
 
+/* One specialisation of lp_register_group per rounding and `prescaled`, for the flag WIDE. */
+#define LP_GROUP(ROUNDING, PRESCALED, WIDE) lp_register_group(a, ea, b, eb, g, acc, m, ROUNDING, PRESCALED, WIDE)
+#define LP_GROUPS(WIDE)                                                                                   \
+    if (m->prescaled) {                                                                                   \
+        if (m->align_rounding == LP_RTZ) LP_GROUP(LP_RTZ, 1, WIDE);                                       \
+        else if (m->align_rounding == LP_RDOWN) LP_GROUP(LP_RDOWN, 1, WIDE);                              \
+        else LP_GROUP(LP_RNE, 1, WIDE);                                                                   \
+    } else {                                                                                              \
+        if (m->align_rounding == LP_RTZ) LP_GROUP(LP_RTZ, 0, WIDE);                                       \
+        else if (m->align_rounding == LP_RDOWN) LP_GROUP(LP_RDOWN, 0, WIDE);                              \
+        else LP_GROUP(LP_RNE, 0, WIDE);                                                                   \
+    }
+
+/* lp_register_group for groups whose terms may overflow int32 (out of line: the int32 path's code stays as it
+ * was without it). */
+static __attribute__((noinline)) void lp_wide_group(const float *a, const int32_t *ea, const float *b,
+                                                    const int32_t *eb, int64_t g, double *acc, const lp_accum_model *m) {
+    LP_GROUPS(1)
+}
+
 /* Steps 2-6 over products [k0, k1) of the first `rows` rows of the tile (A/EA: packed a from the tile's first
  * row; B/EB: packed b of the tile's columns), continuing the accumulators in t->acc / t->outer; then, when the
  * model promotes, the last promotion (the block's result is t->outer, else t->acc). */
 static void lp_tile_block(const float *A, const int32_t *EA, const float *B, const int32_t *EB, int64_t K,
                           int64_t k0, int64_t k1, int64_t rows, lp_tile *t, const lp_accum_model *m) {
     const int64_t n = rows * LP_NC;                                    /* the tile's elements in use */
+    const int32_t wide = m->sum_chunk > 0;                             /* lowprec_accum.h */
     for (int64_t g0 = k0; g0 < k1; g0 += m->group) {
         const int64_t g = g0 + m->group < k1 ? m->group : k1 - g0;
         if (m->promote_every && g0 > k0 && (g0 - k0) % m->promote_every == 0)
@@ -220,28 +277,68 @@ static void lp_tile_block(const float *A, const int32_t *EA, const float *B, con
                 double *acc = t->acc + r0 * LP_NC + c;
                 const float *a = A + pa, *b = B + pb;
                 const int32_t *ea = EA + pa, *eb = EB + pb;
-#define LP_GROUP(ROUNDING, PRESCALED) lp_register_group(a, ea, b, eb, g, acc, m, ROUNDING, PRESCALED)
-                if (m->prescaled) {                                    /* one specialisation per rounding */
-                    if (m->align_rounding == LP_RTZ) LP_GROUP(LP_RTZ, 1);
-                    else if (m->align_rounding == LP_RDOWN) LP_GROUP(LP_RDOWN, 1);
-                    else LP_GROUP(LP_RNE, 1);
-                } else {
-                    if (m->align_rounding == LP_RTZ) LP_GROUP(LP_RTZ, 0);
-                    else if (m->align_rounding == LP_RDOWN) LP_GROUP(LP_RDOWN, 0);
-                    else LP_GROUP(LP_RNE, 0);
+                if (wide) {
+                    lp_wide_group(a, ea, b, eb, g, acc, m);
+                    continue;
                 }
-#undef LP_GROUP
+                LP_GROUPS(0)
             }
         }
     }
     if (m->promote_every)
         for (int64_t i = 0; i < n; i += LP_VL) lp_vpromote(t->outer + i, t->acc + i, m);
 }
+#undef LP_GROUPS
+#undef LP_GROUP
+
+/* The smallest and largest exponent max(floor(log2|x|), emin) of the finite non-zero x[i] (lo > hi: none). */
+static void lp_exponent_range(const float *x, int64_t n, int32_t emin, int32_t *lo, int32_t *hi) {
+    int32_t l = INT32_MAX, h = INT32_MIN;
+    #pragma omp parallel for reduction(min:l) reduction(max:h) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, x + i, 4);
+        const int32_t field = (int32_t)((bits >> 23) & 0xFF);
+        const int32_t e = field - 127 > emin ? field - 127 : emin;   /* float32 subnormals: below any emin */
+        const int32_t use = (bits & 0x7FFFFFFFu) != 0 && field != 255;
+        l = use && e < l ? e : l;
+        h = use && e > h ? e : h;
+    }
+    *lo = l;
+    *hi = h;
+}
+
+/* The fast path for this call's operands where the formats' range does not allow it for every value (bf16,
+ * tf32, E8M0; lowprec_accum.h, `prescaled`): with lo_a the smallest exponent (clamped at emin_a) of a's non-zero
+ * values and hi_a the largest, off_a = mbits_a - lo_a makes every a' = a * 2^off_a an integer-valued float32,
+ * >= 1 when non-zero and below 2^(hi_a - lo_a + mbits_a + 1): the header's argument holds with lo_a in place of
+ * emin_a wherever the two bounds multiply to at most 2^125 (and 2^off fits float32). Same bits either way. */
+static void lp_prescale_for_data(const float *a, const float *b, int64_t M, int64_t K, int64_t N,
+                                 lp_accum_model *m) {
+    int32_t span = 0, off[2];
+    const float *x[2] = {a, b};
+    const int64_t n[2] = {M * K, K * N};
+    const int32_t emin[2] = {m->a_emin, m->b_emin}, mbits[2] = {m->a_offset + m->a_emin, m->b_offset + m->b_emin};
+    for (int i = 0; i < 2; i++) {
+        int32_t lo, hi;
+        lp_exponent_range(x[i], n[i], emin[i], &lo, &hi);
+        if (lo > hi) { off[i] = 0; continue; }                       /* only zeros: every a' is 0 */
+        off[i] = mbits[i] - lo;
+        span += hi - lo + mbits[i] + 1;
+        if (off[i] < -126 || off[i] > 127) return;
+    }
+    if (span > 125) return;
+    m->prescaled = 1;
+    m->a_offset = off[0];
+    m->b_offset = off[1];
+}
 
 void lp_emulated_matmul(const float *a, const float *b, const double *seed, int64_t M, int64_t K, int64_t N,
                         const lp_accum_model *model, int64_t k_block, const float *scale_a, const float *scale_b,
-                        const float *ieee, float *out) {
-    const lp_accum_model m = *model;
+                        const float *ieee, const int32_t *xa, const int32_t *xb, int64_t xblock, float *out) {
+    lp_accum_model m = *model;
+    if (!m.prescaled && !xa) lp_prescale_for_data(a, b, M, K, N, &m);
+    const int64_t nx = xa ? (K + xblock - 1) / xblock : 0;          /* scale blocks along K */
     /* Step 1 into packed operands (lp_operand), padded with zeros whose exponents take no part (the padding
      * is never stored):
      * a in panels of LP_MR rows, Ap[(p * K + k) * LP_MR + r]; b in panels of LP_NC columns,
@@ -262,6 +359,13 @@ void lp_emulated_matmul(const float *a, const float *b, const double *seed, int6
             Bp[o] = 0.0f;
             EBp[o] = LP_NO_EXP;
             if (j < N) lp_operand(b[k * N + j], m.b_emin, m.prescaled, m.b_offset, m.zero_exp, &Bp[o], &EBp[o]);
+        }
+    }
+    if (xa) {                                                          /* the scale exponents join step 1 */
+        #pragma omp parallel for schedule(static)
+        for (int64_t k = 0; k < K; k++) {
+            for (int64_t i = 0; i < M; i++) EAp[(i / LP_MR * K + k) * LP_MR + i % LP_MR] += xa[i * nx + k / xblock];
+            for (int64_t j = 0; j < N; j++) EBp[(j / LP_NC * K + k) * LP_NC + j % LP_NC] += xb[k / xblock * N + j];
         }
     }
     const int64_t kb = k_block > 0 ? k_block : (K > 0 ? K : 1);
@@ -304,4 +408,19 @@ void lp_emulated_matmul(const float *a, const float *b, const double *seed, int6
     free(EAp);
     free(Bp);
     free(EBp);
+}
+
+/* The model's seed + a @ b (out: M x N float32; seed NULL: zero) by the header's scalar lp_dot_block, one output
+ * element at a time: the code each thread of the CUDA kernel (accum_cuda.cu) runs, built here so that tests check
+ * its bits on machines without a GPU. Not a fast path. */
+void lp_emulated_matmul_scalar(const float *a, const float *b, const double *seed, int64_t M, int64_t K, int64_t N,
+                               const lp_accum_model *model, const int32_t *xa, const int32_t *xb, int64_t xblock,
+                               float *out) {
+    const int64_t nx = xa ? (K + xblock - 1) / xblock : 0;
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < M * N; i++) {
+        const int64_t row = i / N, col = i % N;
+        out[i] = (float)lp_dot_block(a + row * K, 1, b + col, N, 0, K, seed ? seed[i] : 0.0, model,
+                                     xa ? xa + row * nx : NULL, xb ? xb + col : NULL, N, xblock);   /* exact */
+    }
 }

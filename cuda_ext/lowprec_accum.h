@@ -14,8 +14,21 @@
  *   see of it);
  * - 0 (any range, e.g. bf16, tf32, E8M0): the operands are their significands s_a, and the term is
  *   round(s_a * s_b * 2^(max(e_a + e_b - E, -60) + F)) (lp_term_value), as the torch path computes it.
- * lowprec.accum.native_unsupported admits only models whose significand products fit 24 bits, whose group sums
- * (G + 1 terms < 2^(F + 2)) fit int32, and takes the fast path where a' * b' < 2^125.
+ * Step 3's sum (exact): a product's term is an integer of magnitude at most T = ceil(smax_a * smax_b * 2^F)
+ * (smax = 2 - 2^-mbits, the largest significand; T < 2^(F + 2)), the accumulator's at most 2^(F + 1). When G
+ * product terms and the accumulator's fit int32 (G * T + 2^(F + 1) < 2^31: FP8 at F = 13, the Ampere presets,
+ * E4M3 in groups of 16 at F = 25) `sum_chunk` is 0 and one int32 sum holds the group. Otherwise `sum_chunk` =
+ * floor((2^31 - 1) / T) products are summed in int32 at a time and each chunk's sum is added into a wide sum (a
+ * double on the CPU, an int64 on CUDA) that starts from the accumulator's term: exact, as a group's G + 1 terms
+ * stay below 2^(F + 2 + ceil(log2(G + 1))) <= 2^51 (accum.AccumulatorModel's bound). The int32 sums are added
+ * with wrap-around, which never happens (no undefined behaviour either way). lowprec.accum.native_unsupported
+ * admits only models whose significand products fit 24 bits and with F <= 28 (one term fits int32: sum_chunk
+ * >= 1; lowprec.accum._native_model_args computes it), and takes the fast path where a' * b' < 2^125 for
+ * every value of the formats; where not (bf16, tf32), the CPU kernel takes it for a call whose operands' own
+ * exponents span little enough, with lo_a, their smallest exponent, in place of emin_a (accum_cpu.c,
+ * lp_prescale_for_data).
+ * lp_dot_block is the scalar form of steps 2-6 for one output element: the CUDA kernel's per-thread code, and
+ * (exported by accum_cpu.c as lp_emulated_matmul_scalar) checked on the CPU against the torch path.
  * IEEE semantics are required: build without -ffast-math and with -ffp-contract=off (nvcc: --fmad=false).
  */
 #ifndef LOWPREC_ACCUM_H
@@ -43,11 +56,12 @@ typedef struct {
     int32_t e_floor;         /* E never goes below it (the smallest exponent of any term): 2^(E - F) is normal */
     int32_t a_emin, b_emin;  /* the input formats' smallest normal exponents */
     int32_t prescaled;       /* 1: operands pre-scaled by 2^off_a, 2^off_b (the fast path); 0: significands */
-    int32_t a_offset, b_offset;                   /* off_a = mbits_a - emin_a, off_b */
+    int32_t a_offset, b_offset;                   /* off_a = mbits_a - emin_a, off_b (or - lo_a: accum_cpu.c) */
     int32_t acc_mbits, acc_emin, acc_rounding;   /* accumulator format; rounding LP_RTZ or LP_RNE */
     int32_t acc_overflow_inf;                     /* 1: results >= 2^(emax+1) are Inf even under rtz */
     int32_t promote_every;   /* 0: no promotion */
     int32_t outer_mbits, outer_emin, outer_rounding;
+    int32_t sum_chunk;       /* products per int32 sum before a wide add, floor((2^31 - 1) / T); 0: one int32 sum */
     double acc_max, outer_max;
 } lp_accum_model;
 
@@ -134,7 +148,7 @@ LP_HD float lp_term_scale(int32_t E, const lp_accum_model *m) {
     return lp_pow2f(x < -126 ? -126 : x > 127 ? 127 : x);
 }
 
-/* A term v (exact, or below 1/2 with its sign; |v| < 2^31) rounded to an integer by LP_RTZ, LP_RDOWN or
+/* A term v (exact, or below 1/2 with its sign; |v| <= 2^(F + 2) <= 2^30) rounded to an integer by LP_RTZ, LP_RDOWN or
  * LP_RNE. */
 LP_HD int32_t lp_round_term(float v, int32_t rounding) {
     return rounding == LP_RTZ ? (int32_t)v : rounding == LP_RDOWN ? (int32_t)floorf(v) : (int32_t)rintf(v);
@@ -154,6 +168,68 @@ LP_HD float lp_term_value(float s, int32_t e, int32_t E, int32_t F) {
 LP_HD float lp_scaled_fold(float out, float scale_a, float scale_b, float partial) {
     const float s = (float)((double)scale_a * (double)scale_b);
     return (float)lp_add_round_to_odd((double)out, (double)s * (double)partial);
+}
+
+/* Steps 2-6 of one output element over products [k0, k1) of a row of a (a[k * sa]) and a column of b
+ * (b[k * sb]), from the seed s (the accumulator's; the outer accumulator's when the model promotes): the
+ * block's result, a value of the accumulator (or outer) format. Scalar: one thread of the CUDA kernel.
+ * Block-scaled operands (xa non-NULL; then m->prescaled is 0): element k of the row has the E8M0 scale exponent
+ * xa[k / xblock] and of the column xb[(k / xblock) * xsb], added to its exponent in step 1. */
+LP_HD double lp_dot_block(const float *a, int64_t sa, const float *b, int64_t sb, int64_t k0, int64_t k1, double s,
+                          const lp_accum_model *m, const int32_t *xa, const int32_t *xb, int64_t xsb,
+                          int64_t xblock) {
+    double acc = m->promote_every ? 0.0 : s, outer = m->promote_every ? s : 0.0;
+    for (int64_t g0 = k0; g0 < k1; g0 += m->group) {
+        const int64_t g1 = g0 + m->group < k1 ? g0 + m->group : k1;
+        if (m->promote_every && g0 > k0 && (g0 - k0) % m->promote_every == 0) {
+            outer = lp_round_any(lp_add_round_to_odd(outer, acc), m->outer_mbits, m->outer_emin, m->outer_rounding,
+                                 m->outer_max, 0);
+            acc = 0.0;
+        }
+        const int32_t inf = isinf(acc) ? 1 : 0;            /* step 6: an Inf accumulator stays Inf */
+        float s_acc;
+        int32_t e_acc;
+        lp_split(inf ? 0.0 : acc, m->acc_emin, m->zero_exp, &s_acc, &e_acc);
+        int32_t E = m->align_with_acc && e_acc > m->e_floor ? e_acc : m->e_floor;
+        float va, vb;
+        int32_t ea, eb;
+        for (int64_t k = g0; k < g1; k++) {                /* step 2 */
+            lp_operand(a[k * sa], m->a_emin, m->prescaled, m->a_offset, m->zero_exp, &va, &ea);
+            lp_operand(b[k * sb], m->b_emin, m->prescaled, m->b_offset, m->zero_exp, &vb, &eb);
+            if (xa) { ea += xa[k / xblock]; eb += xb[k / xblock * xsb]; }
+            E = ea + eb > E ? ea + eb : E;
+        }
+        const float scale = lp_term_scale(E, m);
+        /* step 3: `part` sums the whole group, or (sum_chunk > 0) at most sum_chunk products and `units` the
+         * accumulator's term and the full chunks (uint32: wrap-around is defined, and never happens) */
+        const int32_t t_acc = m->align_with_acc
+            ? lp_round_term(lp_term_value(s_acc, e_acc, E, m->align_bits), m->align_rounding) : 0;
+        uint32_t part = m->sum_chunk ? 0u : (uint32_t)t_acc;
+        int64_t units = m->sum_chunk ? t_acc : 0;
+        int32_t room = m->sum_chunk;
+        for (int64_t k = g0; k < g1; k++) {
+            if (m->sum_chunk && room == 0) {               /* the chunk is full: into the wide sum */
+                units += (int32_t)part;
+                part = 0u;
+                room = m->sum_chunk;
+            }
+            lp_operand(a[k * sa], m->a_emin, m->prescaled, m->a_offset, m->zero_exp, &va, &ea);
+            lp_operand(b[k * sb], m->b_emin, m->prescaled, m->b_offset, m->zero_exp, &vb, &eb);
+            if (xa) { ea += xa[k / xblock]; eb += xb[k / xblock * xsb]; }
+            part += (uint32_t)lp_round_term(m->prescaled ? va * vb * scale
+                                                         : lp_term_value(va * vb, ea + eb, E, m->align_bits),
+                                            m->align_rounding);
+            room--;
+        }
+        units += (int32_t)part;
+        const double sum = (double)units * lp_pow2(E - m->align_bits);      /* step 4: exact (|units| < 2^51) */
+        const double total = m->align_with_acc ? sum : lp_add_round_to_odd(inf ? 0.0 : acc, sum);
+        if (!inf) acc = lp_round_any(total, m->acc_mbits, m->acc_emin, m->acc_rounding, m->acc_max,
+                                     m->acc_overflow_inf);
+    }
+    return m->promote_every ? lp_round_any(lp_add_round_to_odd(outer, acc), m->outer_mbits, m->outer_emin,
+                                           m->outer_rounding, m->outer_max, 0)
+                            : acc;
 }
 
 #endif

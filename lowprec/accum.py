@@ -72,7 +72,9 @@ minus ``align_bits`` would leave float64's range is rejected.
 
 Implementations that agree bit for bit: ``reference_dot`` (scalar, Python ``Fraction``, readable
 against the steps above, every structure) and ``emulated_matmul`` (vectorised torch, eager or compiled, chunked
-along K; or the native C/CUDA builds of ``cuda_ext/lowprec_accum.h`` for the fused sums they cover).
+along K; or the native C/CUDA builds of ``cuda_ext/lowprec_accum.h`` for the fused sums they cover, every NVIDIA
+preset without block scales: ``native_unsupported`` states their bounds; they sum each group's aligned terms
+exactly, in int32 where it holds G + 1 of them and in int32 chunks added into a wide sum where not).
 """
 
 from __future__ import annotations
@@ -85,11 +87,13 @@ from typing import Any, Sequence
 
 import torch
 
+from .codes import Rounding
 from .formats import FloatFormat, get_format
-from .rounding import (BACKENDS, add_round_to_odd, canonical_rounding, compiled, floor_log2, floor_log2_exact, pow2,
+from .rounding import (BACKENDS, add_round_to_odd, compiled, floor_log2, floor_log2_exact, pow2,
                        quantize, resolve_backend, round_exact, round_to_integer, round_values)
 
-ALIGN_ROUNDINGS = ("rtz", "rdown", "rne")
+ALIGN_ROUNDINGS = (Rounding.RTZ, Rounding.RDOWN, Rounding.RNE)
+ACC_ROUNDINGS = tuple(r for r in Rounding if r is not Rounding.STOCHASTIC)
 NAN_OUTPUTS = ("canonical", "ieee")
 OVERFLOWS = ("inf", "ieee")
 CANONICAL_NAN32 = 0x7FFFFFFF
@@ -192,13 +196,13 @@ class AccumulatorModel:
     input_formats: tuple[str, str] = ("e4m3fn", "e4m3fn")
     group_size: int = 32
     align_bits: int | None = 13
-    align_rounding: str = "rtz"
+    align_rounding: Rounding = Rounding.RTZ
     align_with_acc: bool = True
     acc_format: str = "e8m13"
-    acc_rounding: str = "rtz"
+    acc_rounding: Rounding = Rounding.RTZ
     promote_every: int | None = None
     outer_format: str = "fp32"
-    outer_rounding: str = "rne"
+    outer_rounding: Rounding = Rounding.RNE
     description: str = ""
     zero_exponent: int | None = -126
     nan_output: str = "canonical"
@@ -214,11 +218,11 @@ class AccumulatorModel:
             raise ValueError("input_formats must name two formats (a's and b's)")
         if not isinstance(self.group_size, int) or self.group_size < 1:
             raise ValueError(f"group_size must be a positive int, got {self.group_size!r}")
-        if self.align_rounding not in ALIGN_ROUNDINGS:
-            raise ValueError(f"unknown align_rounding {self.align_rounding!r}; expected one of {ALIGN_ROUNDINGS}")
-        for attr in ("acc_rounding", "outer_rounding"):
-            if canonical_rounding(getattr(self, attr)) == "stochastic":
-                raise ValueError(f"{attr}: stochastic rounding is not modelled in accumulators")
+        # the roundings arrive as a Rounding or its name; stored as members (frozen: set through object)
+        object.__setattr__(self, "align_rounding",
+                           Rounding.parse(self.align_rounding, ALIGN_ROUNDINGS, "align_rounding"))
+        for attr in ("acc_rounding", "outer_rounding"):   # stochastic rounding is not modelled in accumulators
+            object.__setattr__(self, attr, Rounding.parse(getattr(self, attr), ACC_ROUNDINGS, attr))
         acc = get_format(self.acc_format)
         if self.align_bits is not None:
             if not isinstance(self.align_bits, int) or self.align_bits < 0:
@@ -311,10 +315,6 @@ class AccumulatorModel:
         """The format of the results: ``outer_format`` when promoting, else ``acc_format``."""
         return get_format(self.outer_format if self.promote_every else self.acc_format)
 
-    def with_(self, **changes: Any) -> "AccumulatorModel":
-        """A copy with some knobs changed (validated again)."""
-        return replace(self, **changes)
-
 
 def _exponent_floor(model: AccumulatorModel) -> int:
     """The smallest exponent a term of ``model`` can have (module doc, step 2): E is never taken below it."""
@@ -342,19 +342,19 @@ def _structure_bits(model: AccumulatorModel) -> int:
 _IEEE: dict[str, Any] = dict(zero_exponent=None, nan_output="ieee", overflow="ieee")   # references, not hardware
 _KM, _MS, _FHMP = "Khattak & Mikaitis 2025", "MMA-Sim (Xie et al. 2025)", "Fasi, Higham, Mikaitis & Pranesh 2021"
 _AMD: dict[str, Any] = dict(zero_exponent=None, nan_output="ieee", overflow="ieee", acc_format="fp32",
-                            acc_rounding="rne", align_with_acc=False)
+                            acc_rounding=Rounding.RNE, align_with_acc=False)
 
 
 def _nv(name: str, fmt: str, group: int, bits: int, k: int, what: str, **kw: Any) -> AccumulatorModel:
     """An NVIDIA unit with ``fmt`` x ``fmt`` inputs: ``group`` products per fused step, ``bits`` fraction bits kept
     after alignment (toward zero), float32 output truncated toward zero (unless ``kw`` says otherwise)."""
-    return AccumulatorModel(name, (fmt, fmt), group, bits, "rtz", True, kw.pop("acc_format", "fp32"),
-                            kw.pop("acc_rounding", "rtz"), instruction_k=k, description=what, **kw)
+    return AccumulatorModel(name, (fmt, fmt), group, bits, Rounding.RTZ, True, kw.pop("acc_format", "fp32"),
+                            kw.pop("acc_rounding", Rounding.RTZ), instruction_k=k, description=what, **kw)
 
 
 def _f16acc(base: AccumulatorModel, what: str) -> AccumulatorModel:
     """``base`` with an fp16 result: the same fused step, D rounded to nearest-even fp16 (SPEC 2b)."""
-    return base.with_(name=base.name + "_f16acc", acc_format="fp16", acc_rounding="rne",
+    return replace(base, name=base.name + "_f16acc", acc_format="fp16", acc_rounding=Rounding.RNE,
                       description=f"{what}: as {base.name}, but the output (and the C it feeds back) is fp16, "
                                   f"rounded to nearest even ({_MS})")
 
@@ -376,9 +376,9 @@ _ADA_FP8 = AccumulatorModel(
                 f"bits, E8M13 output truncated ({_KM}; {_MS})")
 
 _PRESETS: dict[str, AccumulatorModel] = {m.name: m for m in [
-    AccumulatorModel("exact", ("e4m3fn", "e4m3fn"), 1 << 30, None, "rtz", True, "fp32", "rne", **_IEEE,
+    AccumulatorModel("exact", ("e4m3fn", "e4m3fn"), 1 << 30, None, Rounding.RTZ, True, "fp32", Rounding.RNE, **_IEEE,
                      description="Reference: FP8 products summed exactly, rounded once to float32 (nearest even)"),
-    AccumulatorModel("fp32_sequential", ("fp32", "fp32"), 1, None, "rtz", True, "fp32", "rne", **_IEEE,
+    AccumulatorModel("fp32_sequential", ("fp32", "fp32"), 1, None, Rounding.RTZ, True, "fp32", Rounding.RNE, **_IEEE,
                      description="Reference: IEEE float32 fused multiply-add, one product at a time in K order"),
     # NVIDIA tensor cores, by generation (SPEC 2b)
     _VOLTA,
@@ -396,12 +396,12 @@ _PRESETS: dict[str, AccumulatorModel] = {m.name: m for m in [
     _ADA_FP8,
     _f16acc(_ADA_FP8, "Ada mma.m16n8k32 FP8 with fp16 accumulate"),
     _HOPPER_FP8,
-    _HOPPER_FP8.with_(name="hopper_fp8_promoted", promote_every=128,
+    replace(_HOPPER_FP8, name="hopper_fp8_promoted", promote_every=128,
                       description="hopper_fp8 with the FP32 promotion of DeepSeek-V3/DeepGEMM: the tensor-core sum is "
                                   "added into a float32 register (nearest even) every 128 elements of K, 4 wgmma "
                                   "instructions"),
     _f16acc(_HOPPER_FP8, "H100 wgmma k32 FP8 with fp16 accumulate"),
-    _HOPPER_FP8.with_(name="hopper_fp8_e4m3_e5m2", input_formats=("e4m3fn", "e5m2"),
+    replace(_HOPPER_FP8, name="hopper_fp8_e4m3_e5m2", input_formats=("e4m3fn", "e5m2"),
                       description="hopper_fp8 with mixed operands, a in e4m3 and b in e5m2 (wgmma accepts the "
                                   "mix; any preset takes other formats through emulated_matmul's input_formats=)"),
     _HOPPER_FP16,
@@ -443,16 +443,16 @@ _PRESETS: dict[str, AccumulatorModel] = {m.name: m for m in [
     _nv("rtx_blackwell_fp8_k16", "e4m3fn", 16, 25, 16, "RTX 50 / RTX PRO (sm_120) mma.m16n8k16 FP8: one fused step "
         f"of 16 products, 25 fraction bits; float32 output truncated ({_MS})"),
     # AMD matrix cores (SPEC 2b)
-    AccumulatorModel("cdna3_fp16", ("fp16", "fp16"), 8, 24, "rtz", instruction_k=16, structure=SplitSum(31, 24),
+    AccumulatorModel("cdna3_fp16", ("fp16", "fp16"), 8, 24, Rounding.RTZ, instruction_k=16, structure=SplitSum(31, 24),
                      **_AMD, description="MI300 (CDNA3) v_mfma fp16: groups of 8 products aligned to their own "
                      "largest exponent, truncated at 24 fraction bits; group sum floored to 31 bits and C to 24 "
                      f"relative to the larger exponent, added and rounded to nearest-even float32 ({_MS})"),
-    AccumulatorModel("cdna3_bf16", ("bf16", "bf16"), 8, 24, "rtz", instruction_k=16, structure=SplitSum(31, 24),
+    AccumulatorModel("cdna3_bf16", ("bf16", "bf16"), 8, 24, Rounding.RTZ, instruction_k=16, structure=SplitSum(31, 24),
                      **_AMD, description=f"MI300 (CDNA3) v_mfma bf16: as cdna3_fp16 ({_MS})"),
-    AccumulatorModel("cdna3_xf32", ("tf32", "tf32"), 4, 24, "rtz", instruction_k=8, structure=SplitSum(31, 24),
+    AccumulatorModel("cdna3_xf32", ("tf32", "tf32"), 4, 24, Rounding.RTZ, instruction_k=8, structure=SplitSum(31, 24),
                      **_AMD, description="MI300 (CDNA3) v_mfma xf32 (1-8-10 inputs): as cdna3_fp16 with groups of 4 "
                      f"({_MS})"),
-    AccumulatorModel("cdna3_fp8", ("e4m3fnuz", "e4m3fnuz"), 16, 24, "rtz", instruction_k=32,
+    AccumulatorModel("cdna3_fp8", ("e4m3fnuz", "e4m3fnuz"), 16, 24, Rounding.RTZ, instruction_k=32,
                      structure=SplitSum(31, 24, interleave=2, acc_drop=25), **_AMD,
                      description="MI300 (CDNA3) v_mfma fp8 (e4m3fnuz; e5m2fnuz through input_formats=): groups of "
                      "16 products as two sums of the even- and odd-indexed ones, each aligned to its own largest "
@@ -470,7 +470,7 @@ _PRESETS: dict[str, AccumulatorModel] = {m.name: m for m in [
     AccumulatorModel("cdna1_bf16", ("bf16", "bf16"), 2, None, instruction_k=2, structure=FmaTree(False), **_AMD,
                      description=f"MI100 (CDNA1) v_mfma bf16 (no _1k): as cdna1_fp16 with groups of 2 ({_MS})"),
 ]}
-_PRESETS["cdna3_fp32"] = _PRESETS["fp32_sequential"].with_(
+_PRESETS["cdna3_fp32"] = replace(_PRESETS["fp32_sequential"],
     name="cdna3_fp32", instruction_k=1, description=f"MI300 (CDNA3) v_mfma f32: sequential float32 FMAs in K order, "
     f"each rounded to nearest even ({_MS})")
 
@@ -518,7 +518,7 @@ def _scalar_output(v: float, model: AccumulatorModel) -> float:
     return v
 
 
-def _round_to_multiple(v: Fraction, quantum: Fraction, mode: str) -> Fraction:
+def _round_to_multiple(v: Fraction, quantum: Fraction, mode: Rounding) -> Fraction:
     return round_to_integer(v / quantum, mode) * quantum
 
 
@@ -540,7 +540,11 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
             raise ValueError(f"model {model.name} needs {n_blocks} a_scales and b_scales (one per {bs.block})")
     scales = [*(a_scales or ()), *(b_scales or ())]
     if not all(math.isfinite(v) for v in [*a, *b, c, *scales]):     # step 7: IEEE float32 semantics
-        sc = (lambda k: a_scales[k // bs.block] * b_scales[k // bs.block]) if bs else (lambda k: 1.0)
+        def sc(k: int) -> float:                                  # the two block scales of term k (1 without)
+            if bs is None or a_scales is None or b_scales is None:
+                return 1.0
+            return a_scales[k // bs.block] * b_scales[k // bs.block]
+
         exact = sum(x * y * sc(k) for k, (x, y) in enumerate(zip(a, b))) + c
         return _scalar_output(float(torch.tensor(exact, dtype=torch.float32)), model)
 
@@ -564,7 +568,9 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
     z = model.zero_exponent
 
     def scale_exponent(k: int) -> int:                          # FusedSum: E8M0 exponents add to the product's
-        return floor_log2_exact(Fraction(a_scales[k // bs.block]) * Fraction(b_scales[k // bs.block])) if bs else 0
+        if bs is None or a_scales is None or b_scales is None:
+            return 0
+        return floor_log2_exact(Fraction(a_scales[k // bs.block]) * Fraction(b_scales[k // bs.block]))
 
     def products(lo: int, hi: int) -> list[tuple[Fraction, int] | None]:   # step 1, in K order (None: no term)
         out: list[tuple[Fraction, int] | None] = []
@@ -589,6 +595,7 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         return to_acc(total if model.align_with_acc else acc + total)
 
     def chunk_terms(lo: int, hi: int) -> list[tuple[Fraction, int]]:                      # ChunkSum
+        assert isinstance(st, ChunkSum) and bs is not None and a_scales is not None and b_scales is not None
         out = []
         for c0 in range(lo, hi, st.chunk):
             v = sum((Fraction(a[k]) * Fraction(b[k]) for k in range(c0, min(c0 + st.chunk, hi))), Fraction(0))
@@ -598,6 +605,7 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         return out
 
     def split_sum(terms: list[tuple[Fraction, int] | None], acc: Fraction) -> Fraction | float:   # SplitSum
+        assert isinstance(st, SplitSum) and model.align_bits is not None
         sums = []
         for i in range(st.interleave):
             subset = [t for t in terms[i::st.interleave] if t is not None]
@@ -612,14 +620,15 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         S = Fraction(0)
         if sums:
             Eg = max(E for _, E in sums)
-            S = sum((_round_to_multiple(v, Fraction(2) ** (Eg - model.align_bits), "rdown") for v, _ in sums),
+            S = sum((_round_to_multiple(v, Fraction(2) ** (Eg - model.align_bits), Rounding.RDOWN) for v, _ in sums),
                     Fraction(0))
-            S = _round_to_multiple(S, Fraction(2) ** (R - st.sum_bits), "rdown")
+            S = _round_to_multiple(S, Fraction(2) ** (R - st.sum_bits), Rounding.RDOWN)
         drop = t_acc is None or (st.acc_drop is not None and t_acc[1] < R - st.acc_drop)
-        C = Fraction(0) if drop else _round_to_multiple(acc, Fraction(2) ** (R - st.acc_bits), "rdown")
+        C = Fraction(0) if drop else _round_to_multiple(acc, Fraction(2) ** (R - st.acc_bits), Rounding.RDOWN)
         return to_acc(S + C)
 
     def fma_tree(lo: int, hi: int, acc: Fraction) -> Fraction | float:                    # FmaTree
+        assert isinstance(st, FmaTree)
         def ftz(v: Fraction | float, emin: int) -> Fraction | float:
             small = not isinstance(v, float) and v != 0 and abs(v) < Fraction(2) ** emin
             return Fraction(0) if st.flush_subnormals and small else v
@@ -670,6 +679,7 @@ def _significand_exponent(x: torch.Tensor, emin: int,
 def _align(s: torch.Tensor, shift: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
     """s * 2^shift (shift <= 0) rounded to a multiple of 2^-align_bits, returned in units of
     2^-align_bits (an exact integer-valued float)."""
+    assert model.align_bits is not None
     v = s * pow2(torch.clamp(shift, min=-60) + model.align_bits, s.dtype)   # -60: non-zero stays non-zero
     return {"rtz": torch.trunc, "rdown": torch.floor, "rne": torch.round}[model.align_rounding](v)
 
@@ -679,6 +689,7 @@ def _terms_update(s: torch.Tensor, e: torch.Tensor, acc: torch.Tensor, model: Ac
     exponents of the group's terms, acc (M, N) the accumulator (float64 holding acc_format values) -> the next
     accumulator. The aligned terms are integers in units of 2^(E - align_bits), summed in s's dtype: float64, or
     float32 where ``_narrow_ok`` proves that exact."""
+    assert model.align_bits is not None
     acc_inf = torch.isinf(acc)                                  # step 6: an Inf accumulator stays Inf
     acc_fin = torch.where(acc_inf, 0.0, acc)
     E = torch.clamp(e.amax(dim=1), min=_exponent_floor(model))  # step 2: 2^(E - align_bits) is normal
@@ -710,6 +721,7 @@ def _chunk_update(a_fin: torch.Tensor, b_fin: torch.Tensor, a_sc: torch.Tensor, 
     """``ChunkSum`` for one group: a_fin (M, G), b_fin (G, N) the finite operands, a_sc (M, G) / b_sc (G, N) each
     element's block scale (finite); the exact chunk sums times their scales are the group's terms."""
     st = model.structure
+    assert isinstance(st, ChunkSum)
     terms = []
     for c0 in range(0, a_fin.shape[1], st.chunk):
         ch = slice(c0, c0 + st.chunk)
@@ -727,6 +739,7 @@ def _split_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torc
                   model: AccumulatorModel) -> torch.Tensor:
     """``SplitSum`` (AMD CDNA3) for one group: inputs as ``_group_update``."""
     st, F = model.structure, model.align_bits
+    assert isinstance(st, SplitSum) and F is not None
     acc_inf = torch.isinf(acc)
     acc_fin = torch.where(acc_inf, 0.0, acc)
     floor = _exponent_floor(model)
@@ -738,7 +751,10 @@ def _split_update(sa: torch.Tensor, ea: torch.Tensor, sb: torch.Tensor, eb: torc
         sums.append(units * pow2(Eh - F))
         exps.append(Eh)
     Eg = torch.stack(exps).amax(dim=0)
-    S = sum(_floor_to(v, Eg - F) for v in sums)
+    floored = [_floor_to(v, Eg - F) for v in sums]
+    S = floored[0]
+    for v in floored[1:]:                                       # exact: integers in units of 2^(Eg - F)
+        S = S + v
     _, Ec = _significand_exponent(acc_fin, get_format(model.acc_format).emin, model.zero_exponent)
     R = torch.maximum(Eg, Ec)
     C = _floor_to(acc_fin, R - st.acc_bits)
@@ -755,6 +771,7 @@ def _flush(v: torch.Tensor, emin: int, on: bool) -> torch.Tensor:
 
 def _tree_update(a_fin: torch.Tensor, b_fin: torch.Tensor, acc: torch.Tensor, model: AccumulatorModel) -> torch.Tensor:
     """``FmaTree`` (AMD CDNA1/2) for one group: a_fin (M, G), b_fin (G, N) the finite operands."""
+    assert isinstance(model.structure, FmaTree)
     flush = model.structure.flush_subnormals
     fa, fb = model.formats
     emin = get_format(model.acc_format).emin
@@ -854,7 +871,9 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     model = get_accumulator(model)
     if input_formats is not None:
-        model = model.with_(input_formats=tuple(input_formats))
+        if not isinstance(input_formats, (tuple, list)) or len(input_formats) != 2:
+            raise ValueError(f"input_formats must name two formats (a's and b's), got {input_formats!r}")
+        model = replace(model, input_formats=(input_formats[0], input_formats[1]))
     a, b = _check_operand(a, "a"), _check_operand(b, "b")
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"shape mismatch: a is {tuple(a.shape)}, b is {tuple(b.shape)}")
@@ -867,8 +886,10 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
         if a_scales is None or b_scales is None:
             raise ValueError(f"model {model.name} is block-scaled: pass a_scales and b_scales")
         nb = -(-K // bs.block)
-        a_sc = _check_scales(a_scales, "a_scales", (M, nb), bs).repeat_interleave(bs.block, dim=1)[:, :K]
-        b_sc = _check_scales(b_scales, "b_scales", (nb, N), bs).repeat_interleave(bs.block, dim=0)[:K]
+        a_scales = _check_scales(a_scales, "a_scales", (M, nb), bs)
+        b_scales = _check_scales(b_scales, "b_scales", (nb, N), bs)
+        a_sc = a_scales.repeat_interleave(bs.block, dim=1)[:, :K]
+        b_sc = b_scales.repeat_interleave(bs.block, dim=0)[:K]
     backend = resolve_backend(backend, lambda: native_unsupported(model, a.device))
     if c is not None and (not isinstance(c, torch.Tensor) or c.shape != (M, N)):
         raise ValueError(f"c must be a ({M}, {N}) tensor")
@@ -877,8 +898,8 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     if check_inputs:
         _check_format_values(a, fa, "a")
         _check_format_values(b, fb, "b")
-    if backend == "native":                     # steps 1-8 from the float32 values (no block scales here)
-        return _native_emulated_matmul(a, b, c, model)
+    if backend == "native":                     # steps 1-8 from the float32 values (E8M0 scales: exponents)
+        return _native_emulated_matmul(a, b, c, model, a_scales, b_scales)
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     c64 = torch.zeros(M, N, dtype=torch.float64, device=a.device) if c is None else c.to(torch.float64)
     outer_fmt = get_format(model.outer_format)
@@ -901,7 +922,7 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     st = model.structure
     fused = isinstance(st, FusedSum) and model.align_bits is not None
     step = compiled(_group_update) if backend == "compiled" and fused else _group_update
-    outer = c_fin.clone() if promote else None
+    outer = c_fin.clone()                                       # the FP32 outer sum (used when promoting)
     G = model.group_size
     for start in range(0, K, G):
         if promote and start and start % promote == 0:
@@ -924,11 +945,14 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
 
 
 def _ieee_nonfinite(out: torch.Tensor, a64: torch.Tensor, b64: torch.Tensor, c64: torch.Tensor) -> torch.Tensor:
-    """Step 7: where any input of a dot product is NaN/Inf, the IEEE float32 result of the exact sum."""
-    if bool(torch.isfinite(a64).all()) and bool(torch.isfinite(b64).all()) and bool(torch.isfinite(c64).all()):
+    """Step 7: where an input of a dot product (a value of a's row, of b's column, or its c) is NaN/Inf, the IEEE
+    float32 result of the exact sum; every other dot product keeps ``out`` (its own overflow rule included)."""
+    nonfinite = ((~torch.isfinite(a64)).any(dim=1)[:, None] | (~torch.isfinite(b64)).any(dim=0)[None, :]
+                 | ~torch.isfinite(c64))
+    if not bool(nonfinite.any()):
         return out
     ieee = (a64 @ b64 + c64).to(torch.float32)
-    return torch.where(torch.isfinite(ieee), out, ieee)
+    return torch.where(nonfinite & ~torch.isfinite(ieee), ieee, out)
 
 
 def _prescale_bits(fmt: FloatFormat) -> int:
@@ -940,77 +964,126 @@ def _prescale_bits(fmt: FloatFormat) -> int:
 def native_unsupported(model: AccumulatorModel, device: torch.device) -> str | None:
     """Why the native (C/CUDA) backend cannot run ``model`` here, or None when it can.
 
-    The kernels (``cuda_ext/lowprec_accum.h``) cover fused-sum models with aligned terms and no block scales
-    whose significand products are exact in float32 (at most 22 fraction bits between the two input formats:
-    FP8, FP6, FP4, E8M0, fp16, bf16, tf32) and whose group sums (G products and the accumulator, each below
-    2^(align_bits + 2)) fit int32; accumulators rounded by rtz or rne."""
+    The kernels (``cuda_ext/lowprec_accum.h``) cover fused-sum models with aligned terms, without block scales or
+    with E8M0 ones (their exponents join the products' inside the fused step: ``blackwell_mxf8f6f4``), whose
+    significand products are exact in float32 (at most 22 fraction bits between the two input formats: FP8, FP6,
+    FP4, E8M0, fp16, bf16, tf32), with ``align_bits`` F <= 28, accumulators rounded by rtz or rne.
+    The bound on F is the kernels' only limit on the group sum: every aligned term is an integer of magnitude
+    below 2^(F + 2), so one term fits int32 when F <= 28; where a group's G + 1 terms may not fit int32, the
+    kernels sum the products in int32 chunks (``_native_model_args``: ``sum_chunk``) and add those into a wide
+    exact sum (a group's terms stay below 2^(F + 2 + ceil(log2(G + 1))) <= 2^51 for every valid model, see
+    ``AccumulatorModel``: exact in float64). So any group size is covered: the 25-bit NVIDIA presets (Hopper and
+    Blackwell fp16/bf16, Blackwell FP8) too."""
     from .native import compiler
 
     if device.type not in ("cpu", "cuda"):
         return f"the native backend runs on CPU or CUDA tensors, not {device.type}"
     if compiler(device.type == "cuda") is None:
         return f"the native backend on {device.type} needs {'nvcc' if device.type == 'cuda' else 'a C compiler'}"
-    if not isinstance(model.structure, FusedSum) or model.block_scale is not None:
-        return "the native backend covers fused-sum models without block scales"
+    if not isinstance(model.structure, FusedSum):
+        return "the native backend covers fused-sum models (not AMD split sums, FMA trees or FP4 chunk sums)"
     if model.align_bits is None:
         return "the native backend covers models with aligned terms (align_bits set), not exact terms"
     fa, fb = model.formats
     if fa.mbits + fb.mbits + 2 > 24:
         return (f"the native backend needs significand products exact in float32: {fa.name} x {fb.name} products "
                 f"have {fa.mbits + fb.mbits + 2} bits")
-    if model.align_bits + 2 + math.ceil(math.log2(model.group_size + 1)) > 31:
-        return (f"the native backend sums a group in int32: {model.group_size} terms of {model.align_bits} "
-                "fraction bits may not fit")
+    if model.align_bits > 28:
+        return (f"the native backend rounds each aligned term to an int32: align_bits={model.align_bits} makes "
+                "terms up to 2^(align_bits + 2), over 2^30 (it takes align_bits <= 28)")
+    if model.align_bits + 2 + math.ceil(math.log2(model.group_size + 1)) > 53:   # never: AccumulatorModel's bound
+        return f"the native backend needs a group's sum exact in float64: {model.group_size} terms may not be"
     for attr in ("acc_rounding", "outer_rounding"):
-        if canonical_rounding(getattr(model, attr)) not in ("rtz", "rne"):
+        if getattr(model, attr) not in (Rounding.RTZ, Rounding.RNE):
             return f"the native backend rounds the accumulators by rtz or rne, not {getattr(model, attr)!r}"
     return None
 
 
 def _native_model_args(model: AccumulatorModel) -> tuple[list[int], float, float]:
     """``model`` as the native kernels take it (``lowprec.ops``): the int32 fields of ``lp_accum_model``
-    (``AccumModelC.INT_FIELDS``) in order, then ``acc_max`` and ``outer_max``."""
-    from .codes import RoundingCode
+    (``AccumModelC.INT_FIELDS``) in order, then ``acc_max`` and ``outer_max``.
 
+    ``sum_chunk``, the last int, says how the kernels sum a group's aligned terms (lowprec_accum.h). A product's
+    term is an integer of magnitude at most T = ceil(smax_a * smax_b * 2^F) (smax = 2 - 2^-mbits, the largest
+    significand of the format; rounding a value at most that to an integer stays within its ceiling) and the
+    accumulator's at most 2^(F + 1) (its significand is below 2). 0 when G * T + 2^(F + 1) <= 2^31 - 1: one
+    int32 sum holds the group; otherwise floor((2^31 - 1) / T) (>= 1 for F <= 28, T < 2^(F + 2)): the products
+    per int32 sum, each such sum then added into a wide sum that starts from the accumulator's term."""
     acc_fmt, outer_fmt = get_format(model.acc_format), get_format(model.outer_format)
     fa, fb = model.formats
-    prescaled = _prescale_bits(fa) + _prescale_bits(fb) <= 125
-    ints = [model.group_size, model.align_bits, RoundingCode[model.align_rounding], int(model.align_with_acc),
+    prescaled = model.block_scale is None and _prescale_bits(fa) + _prescale_bits(fb) <= 125   # scales: exponents
+    F, top = model.align_bits, (1 << 31) - 1
+    assert F is not None                          # native_unsupported: aligned terms only
+    T = -(-((2 ** (fa.mbits + 1) - 1) * (2 ** (fb.mbits + 1) - 1) << F) // 2 ** (fa.mbits + fb.mbits))
+    sum_chunk = 0 if model.group_size * T + (2 ** (F + 1) if model.align_with_acc else 0) <= top else top // T
+    ints = [model.group_size, F, model.align_rounding.code, int(model.align_with_acc),
             _NO_EXP if model.zero_exponent is None else model.zero_exponent, _exponent_floor(model), fa.emin, fb.emin,
             int(prescaled), fa.mbits - fa.emin, fb.mbits - fb.emin,
-            acc_fmt.mbits, acc_fmt.emin, RoundingCode[canonical_rounding(model.acc_rounding)],
+            acc_fmt.mbits, acc_fmt.emin, model.acc_rounding.code,
             int(model.overflow == "inf"), model.promote_every or 0,
-            outer_fmt.mbits, outer_fmt.emin, RoundingCode[canonical_rounding(model.outer_rounding)]]
+            outer_fmt.mbits, outer_fmt.emin, model.outer_rounding.code,
+            sum_chunk]
     return [int(i) for i in ints], float(acc_fmt.max), float(outer_fmt.max)
 
 
-def _native_gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor | None, model: AccumulatorModel) -> torch.Tensor:
+def _native_gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor | None, model: AccumulatorModel,
+                 exp_a: torch.Tensor | None = None, exp_b: torch.Tensor | None = None) -> torch.Tensor:
     """Steps 1-6 of ``seed + a @ b`` (seed: the accumulator's, or the outer one's when promoting; None: 0) by the
     op ``lowprec::emulated_matmul``: ``a``, ``b`` values of the input formats (NaN/Inf count as 0: step 7 is
-    the caller's); float32 (M, N)."""
+    the caller's); float32 (M, N). A block-scaled model takes ``exp_a`` (M, nb) and ``exp_b`` (nb, N), the
+    exponents of its E8M0 scales (one per ``block_scale.block`` elements along K)."""
     from . import ops
 
     M, N = a.shape[0], b.shape[1]
     seed = torch.zeros(M, N, dtype=torch.float64, device=a.device) if seed is None else seed.double()
     ints, acc_max, outer_max = _native_model_args(model)
+    if model.block_scale is None:
+        return ops.emulated_gemm(a.float().contiguous(), b.float().contiguous(), seed.contiguous(), ints, acc_max,
+                                 outer_max)
+    if exp_a is None or exp_b is None:
+        raise ValueError(f"model {model.name} is block-scaled: the native GEMM needs its scale exponents")
     return ops.emulated_gemm(a.float().contiguous(), b.float().contiguous(), seed.contiguous(), ints, acc_max,
-                             outer_max)
+                             outer_max, exp_a.to(torch.int32).contiguous(), exp_b.to(torch.int32).contiguous(),
+                             model.block_scale.block)
 
 
-def _native_emulated_matmul(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None,
-                           model: AccumulatorModel) -> torch.Tensor:
+def _native_emulated_matmul(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None, model: AccumulatorModel,
+                            a_scales: torch.Tensor | None = None, b_scales: torch.Tensor | None = None
+                            ) -> torch.Tensor:
     """``emulated_matmul``'s native path from checked operands (values of the model's input formats, any float
     dtype, on one device) and ``c`` (float32 or None), without its float64 prologue: steps 1-6 in the kernel, the
-    seed rounded here (step 4; c's NaN/Inf count as 0), step 7 only where an input is NaN/Inf, step 8."""
+    seed rounded here (step 4; c's NaN/Inf count as 0), step 7 only where an input is NaN/Inf, step 8.
+
+    A block-scaled fused sum (E8M0 scales inside the fused step, ``blackwell_mxf8f6f4``) takes checked
+    ``a_scales`` (M, nb) and ``b_scales`` (nb, N), nb = ceil(K / block): their exponents join the operands' in
+    step 1 (a NaN scale counts as 1 there), and step 7 sees the scaled operands (a NaN scale makes its dot
+    products NaN), as on the eager path."""
+    bs = model.block_scale
+    if bs is not None and (a_scales is None or b_scales is None):
+        raise ValueError(f"model {model.name} is block-scaled: pass a_scales and b_scales")
+    if bs is None and (a_scales is not None or b_scales is not None):
+        raise ValueError(f"model {model.name} is not block-scaled: pass no a_scales/b_scales")
     seed = None
     if c is not None:
         c64 = c.double()
         c_fin = torch.where(torch.isfinite(c64), c64, 0.0)
         seed = c_fin if model.promote_every else _finish(c_fin, model)
-    out = _native_gemm(a, b, seed, model)
-    if not all(bool(torch.isfinite(x).all()) for x in (a, b, *([] if c is None else [c]))):
-        out = _ieee_nonfinite(out, a.double(), b.double(), torch.zeros_like(out, dtype=torch.float64)
-                              if c is None else c.double())
+    if bs is None or a_scales is None or b_scales is None:
+        out = _native_gemm(a, b, seed, model)
+    else:
+        a_sc, b_sc = a_scales.double(), b_scales.double()
+        out = _native_gemm(a, b, seed, model, floor_log2(torch.nan_to_num(a_sc, nan=1.0)),
+                           floor_log2(torch.nan_to_num(b_sc, nan=1.0)))
+    # step 7 where an operand, c or (block-scaled) a scale is not finite: E8M0 scales (<= 2^127) times values of
+    # the input formats never overflow float64, so those are the dot products the eager path sends to IEEE
+    if not all(bool(torch.isfinite(x).all()) for x in (a, b, *([] if c is None else [c]),
+                                                           *([] if bs is None else [a_sc, b_sc]))):
+        a64, b64 = a.double(), b.double()
+        if bs is not None:
+            K = a.shape[1]
+            a64 = a64 * a_sc.repeat_interleave(bs.block, dim=1)[:, :K]
+            b64 = b64 * b_sc.repeat_interleave(bs.block, dim=0)[:K]
+        out = _ieee_nonfinite(out, a64, b64, torch.zeros_like(out, dtype=torch.float64) if c is None else c.double())
     return _output_nans(out, model)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Special = Literal["ieee", "fn", "fnuz", "finite"]
-SPECIALS: tuple[str, ...] = ("ieee", "fn", "fnuz", "finite")
+SPECIALS: tuple[Special, ...] = ("ieee", "fn", "fnuz", "finite")
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ class FloatFormat:
         if self.special == "fnuz" and not self.signed:
             raise ValueError(f"format {self.name!r}: 'fnuz' puts NaN on the negative-zero code, which needs a sign bit")
         if not self.has_zero and (self.subnormals or self.signed):
-            raise ValueError(f"format {self.name!r}: has_zero=False is only defined for unsigned formats without subnormals")
+            raise ValueError(f"format {self.name!r}: has_zero=False is only defined for unsigned formats "
+                             "without subnormals")
         if self.emax > 1023 or self.emin - self.mbits < -1074:
             raise ValueError(f"format {self.name!r}: exponent range [{self.emin}, {self.emax}] exceeds float64")
         if self.max_code < 1:

@@ -27,6 +27,8 @@ hardware decodes it).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from .accum import AccumulatorModel, emulated_matmul, emulated_scaled_matmul, get_accumulator
@@ -93,7 +95,7 @@ def scaled_matmul(a_q: QuantizedTensor, b_q: QuantizedTensor, out_dtype: torch.d
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     model = None if isinstance(accumulator, str) and accumulator in GEMM_ACCUMULATORS else get_accumulator(accumulator)
     if model is not None and model.input_formats != (a_q.fmt.name, b_q.fmt.name):
-        model = model.with_(input_formats=(a_q.fmt.name, b_q.fmt.name))   # the operands' formats, as the unit
+        model = replace(model, input_formats=(a_q.fmt.name, b_q.fmt.name))   # the operands' formats, as the unit
     if model is not None and model.block_scale is not None:
         _check_block_scaled_operands(a_q, b_q, model)
         acc = emulated_matmul(a_q.values(), b_q.values(), model, a_scales=a_q.scales, b_scales=b_q.scales,

@@ -11,7 +11,8 @@ Codec contract (``n`` from 3 to 16 bits, tiles of ``tile`` elements along the la
   ``level(K) = float32(exp(float64(min) + float64(step) * (K - 1)))``; ``decode`` returns these.
 * Rounding is in linear space: each |x| goes to the nearest of the tile's levels and zero, by linear
   distance, ties to the larger magnitude (so values below level 1 go to the nearer of 0 and level 1,
-  values above the top level to the top level). ``rounding="stochastic"`` picks between the two
+  values above the top level to the top level): ``rounding="rna"`` (the default; ``Rounding.RNA``, nearest
+  with ties away from zero, on the tile's grid of levels). ``rounding="stochastic"`` picks between the two
   neighbouring levels with probability proportional to linear distance (reproducible via ``generator``).
 * Zeros stay zero (sign kept: -0 encodes with the sign bit). An all-zero tile has min = step = 0 and
   all codes 0. A tile of equal magnitudes has step = 0: every non-zero element is level 1.
@@ -22,7 +23,7 @@ Codec contract (``n`` from 3 to 16 bits, tiles of ``tile`` elements along the la
 
 Backends (``backend=``, the same bits): ``eager`` (the torch reference below), ``compiled`` (the same functions
 fused by torch.compile: a compile per shape and setting on first use), ``native`` (``cuda_ext/logfmt_cpu.c``
-through the ``lowprec::logfmt_encode`` / ``logfmt_decode`` ops: CPU tensors, ``rounding="nearest"``; its log
+through the ``lowprec::logfmt_encode`` / ``logfmt_decode`` ops: CPU tensors, ``rounding="rna"``; its log
 and exp are libm's, torch's are its own vectorised ones: both are within an ulp of the exact float64 result,
 so a float32 metadata value or level could only differ where that float64 result lies within an ulp of a
 float32 rounding boundary -- none seen in the tests' data) and ``auto`` (the default: native where it covers the
@@ -37,13 +38,14 @@ from dataclasses import dataclass
 import torch
 
 from . import ops
+from .codes import Rounding
 from .native import library_status
 from .packing import pack
 from .rounding import compiled, resolve_backend
 
 MIN_BITS, MAX_BITS = 3, 16
 LOG_RANGE = 32 * math.log(2.0)
-ROUNDINGS = ("nearest", "stochastic")
+ROUNDINGS = (Rounding.RNA, Rounding.STOCHASTIC)   # the modes LogFMT offers (of ``codes.Rounding``)
 
 
 @dataclass(frozen=True)
@@ -66,24 +68,25 @@ class LogFMTTensor:
         return -(-self.codes.numel() * self.nbits // 8) + 8 * self.min.numel()
 
 
-def native_unsupported(device: torch.device, rounding: str = "nearest") -> str | None:
-    """Why ``backend="native"`` (``cuda_ext/logfmt_cpu.c``) cannot run here, or None: CPU tensors and nearest
+def native_unsupported(device: torch.device, rounding: Rounding = Rounding.RNA) -> str | None:
+    """Why ``backend="native"`` (``cuda_ext/logfmt_cpu.c``) cannot run here, or None: CPU tensors and ``rna``
     rounding; then the native build (made on first use; ``lowprec.native.library_status`` warns once when it
     cannot be made)."""
     if device.type != "cpu":
         return f"the native LogFMT codec runs on CPU tensors, not {device.type}"
-    if rounding != "nearest":
-        return f"the native LogFMT codec rounds to nearest, not {rounding!r}"
+    if rounding != Rounding.RNA:
+        return f"the native LogFMT codec rounds to nearest (rna), not {rounding.value!r}"
     return library_status("logfmt_cpu")
 
 
-def _resolve_backend(backend: str, x: torch.Tensor, rounding: str = "nearest") -> str:
+def _resolve_backend(backend: str, x: torch.Tensor, rounding: Rounding = Rounding.RNA) -> str:
     """The backend a validated call takes (``auto`` resolved; an explicit ``native`` that cannot run is a
     ValueError saying why)."""
     return resolve_backend(backend, lambda: native_unsupported(x.device, rounding), x.numel())
 
 
-def _check(x: torch.Tensor, nbits: int, tile: int, pad: bool, rounding: str) -> None:
+def _check(x: torch.Tensor, nbits: int, tile: int, pad: bool, rounding: Rounding | str) -> Rounding:
+    """``rounding`` as a member, after every argument of an ``encode`` call is checked (errors before work)."""
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
         raise TypeError(f"LogFMT needs a floating-point torch tensor, got "
                         f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -92,9 +95,9 @@ def _check(x: torch.Tensor, nbits: int, tile: int, pad: bool, rounding: str) -> 
     if not isinstance(tile, int) or tile < 1:
         raise ValueError(f"tile must be a positive int, got {tile!r}")
     if x.dim() and x.shape[-1] % tile and not pad:
-        raise ValueError(f"tile {tile} does not divide the last dim {x.shape[-1]}; pass pad=True for a ragged last tile")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
+        raise ValueError(f"tile {tile} does not divide the last dim {x.shape[-1]}; "
+                         "pass pad=True for a ragged last tile")
+    return Rounding.parse(rounding, ROUNDINGS, "LogFMT rounding")
 
 
 def _as_2d(x: torch.Tensor) -> torch.Tensor:
@@ -113,11 +116,11 @@ def levels(min_: torch.Tensor, step: torch.Tensor, k: torch.Tensor) -> torch.Ten
     return torch.exp(min_.double() + step.double() * (k.double() - 1)).float()
 
 
-def encode(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "nearest", *, pad: bool = False,
+def encode(x: torch.Tensor, nbits: int, tile: int = 128, rounding: Rounding | str = Rounding.RNA, *, pad: bool = False,
            generator: torch.Generator | None = None, backend: str = "auto") -> LogFMTTensor:
     """Encode ``x`` to LogFMT-``nbits`` per ``tile`` elements of the last dim (see the module doc).
     ``backend``: ``auto``, ``eager``, ``compiled`` or ``native`` (the module doc; the same bits)."""
-    _check(x, nbits, tile, pad, rounding)
+    rounding = _check(x, nbits, tile, pad, rounding)
     backend = _resolve_backend(backend, x, rounding)
     if backend == "native":
         codes, min32, step32 = ops.logfmt_encode(_as_2d(x.detach().float()), nbits, tile, LOG_RANGE)
@@ -127,7 +130,7 @@ def encode(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "neares
     return LogFMTTensor(codes, min32, step32, nbits, tile, tuple(x.shape))
 
 
-def encode_reference(x: torch.Tensor, nbits: int, tile: int, rounding: str, generator: torch.Generator | None
+def encode_reference(x: torch.Tensor, nbits: int, tile: int, rounding: Rounding, generator: torch.Generator | None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes int32 (rows, cols), min, step) of a validated ``encode`` call: the torch reference."""
     kmax = (1 << (nbits - 1)) - 1
@@ -161,7 +164,7 @@ def encode_reference(x: torch.Tensor, nbits: int, tile: int, rounding: str, gene
     under = below == 0                                              # below the lowest candidate level
     lo_lv = torch.where(under & (k_lo == 1), 0.0, lo_lv)            # ... below level 1: the neighbour is 0
     k_at_lo = torch.where(under & (k_lo == 1), 0.0, k_at_lo)
-    if rounding == "nearest":
+    if rounding == Rounding.RNA:
         up = (hi_lv - mag) <= (mag - lo_lv)                         # ties to the larger magnitude
     else:
         u = torch.rand(mag.shape, generator=generator, dtype=torch.float64, device=mag.device)
@@ -200,7 +203,7 @@ def _decode_core(codes: torch.Tensor, min_: torch.Tensor, step: torch.Tensor, nb
     return v.reshape(rows, -1)[:, :cols]
 
 
-def quantize(x: torch.Tensor, nbits: int, tile: int = 128, rounding: str = "nearest", *, pad: bool = False,
-             generator: torch.Generator | None = None, backend: str = "auto") -> torch.Tensor:
+def quantize(x: torch.Tensor, nbits: int, tile: int = 128, rounding: Rounding | str = Rounding.RNA, *,
+             pad: bool = False, generator: torch.Generator | None = None, backend: str = "auto") -> torch.Tensor:
     """``decode(encode(x))``: x rounded to LogFMT-``nbits`` (float32); ``backend`` as for ``encode``."""
     return decode(encode(x, nbits, tile, rounding, pad=pad, generator=generator, backend=backend), backend=backend)

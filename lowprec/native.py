@@ -40,7 +40,7 @@ class AccumModelC(ctypes.Structure):
     doubles), so ``AccumModelC(*INT_FIELDS values, acc_max, outer_max)`` builds one."""
     INT_FIELDS = ("group", "align_bits", "align_rounding", "align_with_acc", "zero_exp", "e_floor", "a_emin",
                   "b_emin", "prescaled", "a_offset", "b_offset", "acc_mbits", "acc_emin", "acc_rounding",
-                  "acc_overflow_inf", "promote_every", "outer_mbits", "outer_emin", "outer_rounding")
+                  "acc_overflow_inf", "promote_every", "outer_mbits", "outer_emin", "outer_rounding", "sum_chunk")
     _fields_ = [*((name, ctypes.c_int32) for name in INT_FIELDS), ("acc_max", ctypes.c_double),
                 ("outer_max", ctypes.c_double)]
 
@@ -218,7 +218,7 @@ def backends_report() -> list[dict[str, Any]]:
     else:
         compiled_why = None
     cpu_why = native_status(False)
-    cuda_why = "no CUDA device (torch.cuda.is_available() is False)"
+    cuda_why: str | None = "no CUDA device (torch.cuda.is_available() is False)"
     if torch.cuda.is_available():
         cuda_why = native_status(True)
     return [

@@ -104,7 +104,12 @@ def _check_accumulator(name: str) -> None:
 
 _E5M2_TENSOR = ScalingConfig("e5m2", (-1, -1), scale_op="mul_ratio")
 
-_TRAINING_RECIPES: dict[str, TrainingRecipe] = {r.name: r for r in [
+
+def _by_name(*recipes: TrainingRecipe) -> dict[str, TrainingRecipe]:
+    return {r.name: r for r in recipes}
+
+
+_TRAINING_RECIPES = _by_name(
     RoundedRecipe("fp32", None, description="float32 operands and accumulation (no rounding)"),
     RoundedRecipe("bf16", "bf16", description="the baseline: operands rounded to BF16, float32 accumulation"),
     ScaledRecipe("deepseek_v3", get_recipe("deepseek_v3"),
@@ -117,7 +122,7 @@ _TRAINING_RECIPES: dict[str, TrainingRecipe] = {r.name: r for r in [
                  description="OCP MXFP8: E4M3 elements, 32-element blocks along K, E8M0 scales"),
     ScaledRecipe("e5m2_tensor", Recipe("e5m2_tensor", _E5M2_TENSOR, _E5M2_TENSOR, _E5M2_TENSOR),
                  description="deliberately coarse: E5M2 (2 mantissa bits) everywhere, one scale per tensor"),
-]}
+)
 
 
 def list_training_recipes() -> list[TrainingRecipe]:
@@ -159,7 +164,8 @@ def transpose_quantized(q: QuantizedTensor) -> QuantizedTensor:
     if len(q.shape) != 2:
         raise ValueError(f"transpose_quantized needs a 2-D tensor, got shape {q.shape}")
     return QuantizedTensor(q.codes.t().contiguous(), q.scales.t().contiguous(),
-                           replace(q.config, tile=_transposed(q.config.tile)), (q.shape[1], q.shape[0]))
+                           replace(q.config, tile=_transposed(q.config.tile)), (q.shape[1], q.shape[0]),
+                           q.tensor_scale, None if q.multipliers is None else q.multipliers.t().contiguous())
 
 
 class LinearState:

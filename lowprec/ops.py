@@ -135,12 +135,15 @@ def _encode_fake(x: torch.Tensor, fmt: list[int], rounding: int, saturate: bool,
 # The emulated GEMM of cuda_ext/lowprec_accum.h (accum_cpu.c, accum_cuda.cu): a CPU and a CUDA implementation,
 # the CUDA one launched on the current stream of the operands' device. Operands travel as float32 values of the
 # model's input formats (NaN/Inf count as 0); the model as the int32 fields of ``AccumModelC`` in order
-# (``lowprec.accum._native_model_args``) and its two doubles.
+# (``lowprec.accum._native_model_args``) and its two doubles; block-scaled operands (E8M0 scales inside the fused
+# step) as the int32 scale exponents of each ``scale_block`` elements along K.
 def _gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor | None, model: list[int], acc_max: float,
           outer_max: float, k_block: int, scale_a: torch.Tensor | None, scale_b: torch.Tensor | None,
-          ieee: torch.Tensor | None) -> torch.Tensor:
-    a, b, seed, scale_a, scale_b, ieee = (t if t is None else t.contiguous() for t in (a, b, seed, scale_a, scale_b,
-                                                                                        ieee))
+          ieee: torch.Tensor | None, exp_a: torch.Tensor | None = None, exp_b: torch.Tensor | None = None,
+          scale_block: int = 0) -> torch.Tensor:
+    a, b = a.contiguous(), b.contiguous()
+    seed, scale_a, scale_b, ieee, exp_a, exp_b = (
+        t if t is None else t.contiguous() for t in (seed, scale_a, scale_b, ieee, exp_a, exp_b))
     M, K = a.shape
     N = b.shape[1]
     out = torch.zeros(M, N, dtype=torch.float32, device=a.device)
@@ -148,7 +151,8 @@ def _gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor | None, model: li
         return out
     cm = AccumModelC(*model, acc_max, outer_max)
     args = [_ptr(a), _ptr(b), _ptr(seed), ctypes.c_int64(M), ctypes.c_int64(K), ctypes.c_int64(N), ctypes.byref(cm),
-            ctypes.c_int64(k_block), *map(_ptr, (scale_a, scale_b, ieee, out))]
+            ctypes.c_int64(k_block), *map(_ptr, (scale_a, scale_b, ieee, exp_a, exp_b)),
+            ctypes.c_int64(scale_block if exp_a is not None else 0), _ptr(out)]
     if a.device.type == "cuda":
         stream = torch.cuda.current_stream(a.device).cuda_stream
         rc = library("accum_cuda").lp_emulated_matmul_cuda(*args, ctypes.c_int(a.device.index),
@@ -162,16 +166,20 @@ def _gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor | None, model: li
 
 @torch.library.custom_op("lowprec::emulated_matmul", mutates_args=(), device_types=("cpu", "cuda"))
 def emulated_gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor, model: list[int], acc_max: float,
-                  outer_max: float) -> torch.Tensor:
+                  outer_max: float, exp_a: torch.Tensor | None = None, exp_b: torch.Tensor | None = None,
+                  scale_block: int = 0) -> torch.Tensor:
     """The model's ``seed + a @ b`` (float32 (M, N)), steps 1-6: ``a`` (M, K) and ``b`` (K, N) float32 values of
     the input formats, NaN/Inf counting as 0; ``seed`` (M, N) float64 the accumulator's seed (the outer
-    accumulator's when the model promotes)."""
-    return _gemm(a, b, seed, model, acc_max, outer_max, 0, None, None, None)
+    accumulator's when the model promotes). Block-scaled operands (a fused sum with E8M0 scales, whose model has
+    ``prescaled`` 0): ``exp_a`` (M, ceil(K / scale_block)) and ``exp_b`` (ceil(K / scale_block), N) int32, the
+    scale exponents of each ``scale_block`` elements along K, added to the operands' exponents in step 1."""
+    return _gemm(a, b, seed, model, acc_max, outer_max, 0, None, None, None, exp_a, exp_b, scale_block)
 
 
 @emulated_gemm.register_fake
 def _emulated_gemm_fake(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor, model: list[int], acc_max: float,
-                        outer_max: float) -> torch.Tensor:
+                        outer_max: float, exp_a: torch.Tensor | None = None, exp_b: torch.Tensor | None = None,
+                        scale_block: int = 0) -> torch.Tensor:
     return a.new_empty((a.shape[0], b.shape[1]), dtype=torch.float32)
 
 

@@ -6,8 +6,8 @@ Numerical contract
   word (float32 where that is exact and every intermediate fits int32, else float64: ``_word_for``),
   then rounded **once**, in integer arithmetic on its significand, to the target format: there is no
   double rounding through an intermediate format.
-* Rounding modes (``ROUNDINGS``): ``rne`` nearest, ties to the even code; ``rna`` nearest, ties away
-  from zero (microxcaling's element rounding, ml_dtypes' E8M0 cast); ``rtz`` toward zero; ``rup``
+* Rounding modes (``codes.Rounding``, or their names): ``rne`` nearest, ties to the even code; ``rna`` nearest,
+  ties away from zero (microxcaling's element rounding, ml_dtypes' E8M0 cast); ``rtz`` toward zero; ``rup``
   toward +inf; ``rdown`` toward -inf; ``rto`` round to odd (an inexact result takes the odd code of its
   two neighbours); ``stochastic``: with ``n = sr_bits`` uniform random bits ``u`` per element, the
   fraction ``f`` of an ulp that was cut is rounded to n bits (nearest-even) giving ``t``; the result
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from . import ops
+from .codes import Rounding
 from .formats import FloatFormat, get_format
 from .native import library_status
 
@@ -55,16 +56,6 @@ TORCH_FLOAT8: dict[str, torch.dtype] = {   # formats torch has a dtype for (its 
 TORCH_CASTS: dict[FloatFormat, torch.dtype] = {
     **{get_format(name): dtype for name, dtype in TORCH_FLOAT8.items()},
     get_format("bf16"): torch.bfloat16, get_format("fp16"): torch.float16}
-ROUNDINGS: tuple[str, ...] = ("rne", "rna", "rtz", "rup", "rdown", "rto", "stochastic")
-_ROUNDING_ALIASES = {
-    "nearest": "rne", "nearest_even": "rne", "even": "rne", "rn": "rne",
-    "nearest_away": "rna", "ties_away": "rna",
-    "toward_zero": "rtz", "trunc": "rtz", "rz": "rtz",
-    "ceil": "rup", "toward_positive": "rup", "ru": "rup",
-    "floor": "rdown", "toward_negative": "rdown", "rd": "rdown",
-    "odd": "rto", "round_to_odd": "rto",
-    "sr": "stochastic",
-}
 
 
 class _Word(NamedTuple):
@@ -93,7 +84,7 @@ _W64 = _Word(torch.float64, torch.int64, 11, 52, 62)
 _W32 = _Word(torch.float32, torch.int32, 8, 23, 30)
 
 
-def _word_for(x: torch.Tensor, fmt: FloatFormat, rounding: str) -> _Word:
+def _word_for(x: torch.Tensor, fmt: FloatFormat, rounding: Rounding) -> _Word:
     """32-bit words for float32/bf16/fp16 inputs when that is exact and every intermediate fits int32:
     at least one bit is cut (mbits <= 22), codes stay below 2^31, and float32's subnormals (whose
     exponent field does not give their leading bit) all fall below the format's normal range, where
@@ -103,16 +94,6 @@ def _word_for(x: torch.Tensor, fmt: FloatFormat, rounding: str) -> _Word:
     below = fmt.emin > -126 or (fmt.subnormals and fmt.emin == -126)
     fits = fmt.mbits <= 22 and fmt.emax <= 128 and below and (256 << fmt.mbits) < (1 << 31)
     return _W32 if narrow and fits else _W64
-
-
-def canonical_rounding(rounding: str) -> str:
-    """The canonical name of a rounding mode (``ROUNDINGS``) or a ``ValueError`` naming the bad mode."""
-    if not isinstance(rounding, str):
-        raise TypeError(f"rounding must be a string, got {type(rounding).__name__}")
-    r = _ROUNDING_ALIASES.get(rounding.lower(), rounding.lower())
-    if r not in ROUNDINGS:
-        raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS} (or an alias)")
-    return r
 
 
 def code_dtype(fmt: FloatFormat) -> torch.dtype:
@@ -192,7 +173,7 @@ def _shl(one_like: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_left_shift(one_like, n)
 
 
-def encode_reference(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
+def encode_reference(x: torch.Tensor, fmt: FloatFormat, rounding: Rounding, saturate: bool,
                      rand: torch.Tensor | None, sr_bits: int) -> torch.Tensor:
     """The readable reference encoder (``encode``'s eager backend, without its validation): codes
     (``code_dtype``) of float ``x`` for a canonical ``rounding`` name, widened exactly to a float word
@@ -295,7 +276,7 @@ def encode_reference(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate:
     return code.to(code_dtype(fmt))
 
 
-def _quantize_core(x: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool,
+def _quantize_core(x: torch.Tensor, fmt: FloatFormat, rounding: Rounding, saturate: bool,
                    rand: torch.Tensor | None, sr_bits: int, table: torch.Tensor) -> torch.Tensor:
     """Values of ``encode_reference``'s codes looked up in the format's decode ``table``."""
     return table[encode_reference(x, fmt, rounding, saturate, rand, sr_bits).long()]
@@ -343,11 +324,11 @@ def compiled(fn: Any) -> Any:
     return call
 
 
-def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Generator | None,
+def _prepare(x: Any, fmt: FloatFormat | str, rounding: Rounding | str, generator: torch.Generator | None,
              random_bits: torch.Tensor | None, sr_bits: int, backend: str, what: str):
     """Validate everything before any work: (tensor, was_numpy, format, rounding, random bits)."""
     fmt = get_format(fmt)
-    rounding = canonical_rounding(rounding)
+    rounding = Rounding.parse(rounding)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -360,7 +341,7 @@ def _prepare(x: Any, fmt: FloatFormat | str, rounding: str, generator: torch.Gen
     return t, was_numpy, fmt, rounding, rand
 
 
-def native_unsupported(t: torch.Tensor, fmt: FloatFormat, rounding: str) -> str | None:
+def native_unsupported(t: torch.Tensor, fmt: FloatFormat, rounding: Rounding) -> str | None:
     """Why ``backend="native"`` (the ``lowprec::encode`` op, ``cuda_ext/quant_cpu.c``) cannot cast ``t`` to
     ``fmt`` with ``rounding`` (canonical), or None. The request is checked first; then the native CPU build
     (made on first use; ``lowprec.native.library_status`` warns once when it cannot be made)."""
@@ -375,7 +356,7 @@ def native_unsupported(t: torch.Tensor, fmt: FloatFormat, rounding: str) -> str 
     return library_status("quant_cpu")
 
 
-def _cast_backend(t: torch.Tensor, fmt: FloatFormat, rounding: str, backend: str) -> str:
+def _cast_backend(t: torch.Tensor, fmt: FloatFormat, rounding: Rounding, backend: str) -> str:
     """The path a validated cast takes: ``"torch"`` (torch's cast, ``torch_cast_dtype``), ``"native"``,
     ``"eager"`` or ``"compiled"``. ``"auto"``: torch's cast where it is proven, else native for tensors of at
     least ``AUTO_NATIVE_MIN_NUMEL`` elements that it covers, else eager. An explicit ``"native"`` that cannot
@@ -385,14 +366,14 @@ def _cast_backend(t: torch.Tensor, fmt: FloatFormat, rounding: str, backend: str
     return resolve_backend(backend, lambda: native_unsupported(t, fmt, rounding), t.numel())
 
 
-def _native_cast(t: torch.Tensor, fmt: FloatFormat, rounding: str, saturate: bool, values: bool) -> torch.Tensor:
+def _native_cast(t: torch.Tensor, fmt: FloatFormat, rounding: Rounding, saturate: bool, values: bool) -> torch.Tensor:
     """The codes (``values=False``) or their float32 values of ``t`` by the ``lowprec::encode`` op."""
-    codes, vals = ops.encode(t.detach().float(), ops.format_args(fmt), int(ops.RoundingCode[rounding]), saturate,
+    codes, vals = ops.encode(t.detach().float(), ops.format_args(fmt), int(Rounding(rounding).code), saturate,
                              values)
     return vals if values else codes
 
 
-def torch_cast_dtype(t: torch.Tensor, fmt: FloatFormat, rounding: str) -> torch.dtype | None:
+def torch_cast_dtype(t: torch.Tensor, fmt: FloatFormat, rounding: Rounding) -> torch.dtype | None:
     """The dtype whose torch cast ``backend="auto"`` rounds ``t`` with, or None (the eager encoder): RNE of
     a float32, float16 or bfloat16 CPU tensor (widened exactly to float32; torch casts float64 through
     float32, a double rounding) to a format of ``TORCH_CASTS``, outside torch.compile (whose bit-cast of
@@ -451,13 +432,13 @@ def _torch_round(t: torch.Tensor, fmt: FloatFormat,
     return y, inside.logical_not_().view(-1).nonzero().squeeze(1)
 
 
-def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False,
+def encode(x: Any, fmt: FloatFormat | str, rounding: Rounding | str = Rounding.RNE, *, saturate: bool = False,
            generator: torch.Generator | None = None, random_bits: torch.Tensor | None = None,
            sr_bits: int = 32, backend: str = "auto") -> Any:
     """Round ``x`` to ``fmt`` and return the integer codes (see the module doc for the full contract).
 
     ``x``: floating torch tensor (any device) or numpy array (numpy in -> numpy out).
-    ``rounding``: one of ``ROUNDINGS``; ``stochastic`` draws ``sr_bits`` random bits per element from
+    ``rounding``: a ``Rounding`` or its name; ``stochastic`` draws ``sr_bits`` random bits per element from
     ``generator`` (reproducible) unless ``random_bits`` (integers in [0, 2^sr_bits)) are passed.
     ``saturate``: overflow and Inf go to +-max instead of Inf/NaN.
     ``backend``: ``"auto"`` (the default: torch's cast, with the eager encoder's codes for NaN, Inf and
@@ -468,20 +449,20 @@ def encode(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: b
     deterministic mode, float32/float16/bfloat16 CPU tensors, signed <= 8-bit formats with subnormals, FP6
     and FP4 included: see ``native_unsupported``). Every backend gives the same bits.
     """
-    t, was_numpy, fmt, rounding, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
-                                                 "encode")
-    path = _cast_backend(t, fmt, rounding, backend)
+    t, was_numpy, f, mode, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
+                                           "encode")
+    path = _cast_backend(t, f, mode, backend)
     if path == "torch":
-        y, special = _torch_round(t, fmt, TORCH_CASTS[fmt])
-        code = _cast_codes(y, fmt)
+        y, special = _torch_round(t, f, TORCH_CASTS[f])
+        code = _cast_codes(y, f)
         if special is not None:
-            code.view(-1)[special] = encode_reference(t.detach().reshape(-1)[special], fmt, rounding, bool(saturate),
+            code.view(-1)[special] = encode_reference(t.detach().reshape(-1)[special], f, mode, bool(saturate),
                                                   None, sr_bits)
     elif path == "native":
-        code = _native_cast(t, fmt, rounding, bool(saturate), values=False)
+        code = _native_cast(t, f, mode, bool(saturate), values=False)
     else:
         core = compiled(encode_reference) if backend == "compiled" else encode_reference
-        code = core(t, fmt, rounding, bool(saturate), rand, sr_bits)
+        code = core(t, f, mode, bool(saturate), rand, sr_bits)
     return code.numpy() if was_numpy else code
 
 
@@ -564,39 +545,40 @@ def _finish_decode(out: torch.Tensor, was_numpy: bool) -> Any:
     return out.numpy() if was_numpy else out
 
 
-def quantize(x: Any, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False,
+def quantize(x: Any, fmt: FloatFormat | str, rounding: Rounding | str = Rounding.RNE, *, saturate: bool = False,
              generator: torch.Generator | None = None, random_bits: torch.Tensor | None = None,
              sr_bits: int = 32, backend: str = "auto", out_dtype: torch.dtype | None = None) -> Any:
     """``decode(encode(x))`` without materialising codes for <= 16-bit formats: ``x`` rounded to
     ``fmt``, as ``out_dtype`` -- by default the input's dtype when that holds every value of the
     format exactly, else ``decode``'s dtype. Arguments as for ``encode``."""
-    t, was_numpy, fmt, rounding, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
-                                                 "quantize")
+    t, was_numpy, f, mode, rand = _prepare(x, fmt, rounding, generator, random_bits, sr_bits, backend,
+                                           "quantize")
     if out_dtype is None:
-        out_dtype = t.dtype if holds(t.dtype, fmt) else decode_dtype(fmt)
-    path = _cast_backend(t, fmt, rounding, backend)
+        out_dtype = t.dtype if holds(t.dtype, f) else decode_dtype(f)
+    path = _cast_backend(t, f, mode, backend)
     if path == "torch":                                            # torch's exact widening of its rounded values
-        y, special = _torch_round(t, fmt, TORCH_CASTS[fmt])
+        y, special = _torch_round(t, f, TORCH_CASTS[f])
         vals = y.float()
         if special is not None:
-            vals.view(-1)[special] = _quantize_core(t.detach().reshape(-1)[special], fmt, rounding, bool(saturate),
-                                                    None, sr_bits, _decode_table(fmt, t.device))
+            vals.view(-1)[special] = _quantize_core(t.detach().reshape(-1)[special], f, mode, bool(saturate),
+                                                    None, sr_bits, _decode_table(f, t.device))
     elif path == "native":
-        vals = _native_cast(t, fmt, rounding, bool(saturate), values=True)
-    elif fmt.bits <= 16:
+        vals = _native_cast(t, f, mode, bool(saturate), values=True)
+    elif f.bits <= 16:
         core = compiled(_quantize_core) if backend == "compiled" else _quantize_core
-        vals = core(t, fmt, rounding, bool(saturate), rand, sr_bits, _decode_table(fmt, t.device))
+        vals = core(t, f, mode, bool(saturate), rand, sr_bits, _decode_table(f, t.device))
     else:
         core = compiled(encode_reference) if backend == "compiled" else encode_reference
-        vals = _decode_arith(core(t, fmt, rounding, bool(saturate), rand, sr_bits).long(), fmt)
+        vals = _decode_arith(core(t, f, mode, bool(saturate), rand, sr_bits).long(), f)
     vals = vals.to(out_dtype)
     return vals.numpy() if was_numpy else vals
 
 
-def round_values(x: torch.Tensor, fmt: FloatFormat, rounding: str = "rne", saturate: bool = False) -> torch.Tensor:
+def round_values(x: torch.Tensor, fmt: FloatFormat, rounding: Rounding | str = Rounding.RNE,
+                 saturate: bool = False) -> torch.Tensor:
     """float64 ``x`` rounded to ``fmt``, float64 out: ``quantize`` without validation or dispatch, for
     use inside other fused computations (x must be representable input: see ``encode``'s checks)."""
-    return _decode_arith(encode_reference(x, fmt, canonical_rounding(rounding), saturate, None, 32).long(), fmt)
+    return _decode_arith(encode_reference(x, fmt, Rounding.parse(rounding), saturate, None, 32).long(), fmt)
 
 
 def pow2(e: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -623,7 +605,7 @@ def add_round_to_odd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 # ---- scalar reference in exact arithmetic -------------------------------------------------------
-def round_to_integer(v: Fraction, rounding: str) -> int:
+def round_to_integer(v: Fraction, rounding: Rounding | str) -> int:
     """The exact ``v`` rounded to an integer by ``rounding``: ``rtz`` (toward zero), ``rdown`` (toward -inf),
     ``rup`` (toward +inf), ``rne`` (nearest, ties to even), ``rna`` (nearest, ties away from zero)."""
     if rounding == "rtz":
@@ -645,7 +627,8 @@ def floor_log2_exact(q: Fraction) -> int:
     return e - 1 if Fraction(2) ** e > q else e
 
 
-def round_exact(value: Fraction, fmt: FloatFormat | str, rounding: str = "rne", *, saturate: bool = False) -> float:
+def round_exact(value: Fraction, fmt: FloatFormat | str, rounding: Rounding | str = Rounding.RNE, *,
+                saturate: bool = False) -> float:
     """Round an exact rational ``value`` to ``fmt`` (finite in, value out as a Python float / +-inf / nan).
 
     The readable scalar twin of ``encode`` for the deterministic modes, written from the definitions:
@@ -653,7 +636,7 @@ def round_exact(value: Fraction, fmt: FloatFormat | str, rounding: str = "rne", 
     the module doc. Used by the accumulator reference and as an oracle in the tests.
     """
     fmt = get_format(fmt)
-    rounding = canonical_rounding(rounding)
+    rounding = Rounding.parse(rounding)
     if rounding == "stochastic":
         raise ValueError("round_exact is deterministic; stochastic rounding has no scalar reference here")
     if value == 0:

@@ -140,9 +140,13 @@ def _scales(model: AccumulatorModel, K: int, g: torch.Generator) -> tuple[torch.
     if bs is None:
         return None
     nb = -(-K // bs.block)
-    if bs.scale_format == "e8m0":
-        return tuple(torch.exp2(torch.randint(-20, 20, (nb,), generator=g).float()) for _ in range(2))  # type: ignore
-    return tuple(quantize(torch.rand(nb, generator=g) * 448, bs.format, saturate=True) for _ in range(2))  # type: ignore
+    def draw() -> torch.Tensor:
+        if bs.scale_format == "e8m0":
+            return torch.exp2(torch.randint(-20, 20, (nb,), generator=g).float())
+        return quantize(torch.rand(nb, generator=g) * 448, bs.format, saturate=True)
+
+    a_scales = draw()
+    return a_scales, draw()
 
 
 def _same_result(x: float, y: float, model: AccumulatorModel) -> bool:
@@ -173,8 +177,9 @@ def generate(model: AccumulatorModel | str, cases: int, out: Path | str, *, seed
         b = torch.where(torch.isfinite(b), quantize(b, fb, saturate=True), quantize(b, fb))
         c32 = float(torch.tensor(c, dtype=torch.float32))
         sc = _scales(model, a.numel(), g)
-        kw = {} if sc is None else {"a_scales": sc[0][None, :], "b_scales": sc[1][:, None]}
-        got = emulated_matmul(a[None, :], b[:, None], model, torch.tensor([[c32]]), **kw).item()
+        got = emulated_matmul(a[None, :], b[:, None], model, torch.tensor([[c32]]),
+                              a_scales=None if sc is None else sc[0][None, :],
+                              b_scales=None if sc is None else sc[1][:, None]).item()
         ref = reference_dot(a.tolist(), b.tolist(), model, c32,
                             **({} if sc is None else {"a_scales": sc[0].tolist(), "b_scales": sc[1].tolist()}))
         if not _same_result(got, ref, model):

@@ -12,7 +12,8 @@ from lowprec.formats import FloatFormat
 
 GFLOAT_ROUNDING = {
     "rne": gfloat.RoundMode.TiesToEven, "rtz": gfloat.RoundMode.TowardZero,
-    "rup": gfloat.RoundMode.TowardPositive, "rna": gfloat.RoundMode.TiesToAway, "rdown": gfloat.RoundMode.TowardNegative,
+    "rup": gfloat.RoundMode.TowardPositive, "rna": gfloat.RoundMode.TiesToAway,
+    "rdown": gfloat.RoundMode.TowardNegative,
     "stochastic": gfloat.RoundMode.Stochastic,
 }
 

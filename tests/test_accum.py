@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -106,11 +107,11 @@ def test_truncation_vs_rne_and_negative_terms():
     b = torch.tensor([[1.0], [2.0**-7]])                                # 1 + 0.75 * 2^-13 (0.75 of an ulp)
     trunc = lp.get_accumulator("hopper_fp8")
     assert lp.emulated_matmul(a, b, trunc).item() == 1.0
-    rne = trunc.with_(align_rounding="rne", acc_rounding="rne")
+    rne = replace(trunc, align_rounding="rne", acc_rounding="rne")
     assert lp.emulated_matmul(a, b, rne).item() == 1 + 2.0**-13        # the term rounds up to a whole ulp
     neg = torch.tensor([[1.0, -(2.0**-7)]]), torch.tensor([[1.0], [2.0**-8]])  # 1 - 2^-15
     assert lp.emulated_matmul(*neg, trunc).item() == 1.0                # toward zero: the term vanishes
-    floor = trunc.with_(align_rounding="rdown")
+    floor = replace(trunc, align_rounding="rdown")
     assert lp.emulated_matmul(*neg, floor).item() == 1 - 2.0**-13      # toward -inf: a whole 2^-13 goes
 
 
@@ -159,9 +160,9 @@ def predicted_survivors(model, K: int, i: int, j: int) -> int:
 
 
 @pytest.mark.parametrize("model", [
-    lp.get_accumulator("hopper_fp8").with_(group_size=4), lp.get_accumulator("hopper_fp8").with_(group_size=8),
+    replace(lp.get_accumulator("hopper_fp8"), group_size=4), replace(lp.get_accumulator("hopper_fp8"), group_size=8),
     lp.get_accumulator("ada_fp8"), lp.get_accumulator("hopper_fp8"),
-    lp.get_accumulator("hopper_fp8_promoted").with_(group_size=8, promote_every=16),
+    replace(lp.get_accumulator("hopper_fp8_promoted"), group_size=8, promote_every=16),
     lp.get_accumulator("fp32_sequential"),
 ], ids=["g4", "g8", "ada_g16", "hopper_g32", "promoted_g8_every16", "fp32_sequential"])
 def test_fprev_reveals_group_and_promotion_structure(model):

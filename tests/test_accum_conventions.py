@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import replace
 from fractions import Fraction
 
 import pytest
@@ -39,7 +40,7 @@ def compute(impl: str, a: torch.Tensor, b: torch.Tensor, model: AccumulatorModel
 
 
 def skip_zeros(name: str) -> AccumulatorModel:
-    return lp.get_accumulator(name).with_(name=f"{name}/skip_zeros", zero_exponent=None)
+    return replace(lp.get_accumulator(name), name=f"{name}/skip_zeros", zero_exponent=None)
 
 
 # ---- the zero convention: closed forms ------------------------------------------------------------
@@ -92,7 +93,7 @@ def test_a_zero_accumulator_term_on_the_native_path():
     assert "native" in implementations(model) or not NATIVE_OK
     for impl in implementations(model):
         assert bits(compute(impl, a, b, model)).item() == 0
-        assert compute(impl, a, b, model.with_(zero_exponent=None)).item() == 2.0**-140
+        assert compute(impl, a, b, replace(model, zero_exponent=None)).item() == 2.0**-140
 
 
 @pytest.mark.parametrize("name", ["hopper_fp8", "ada_fp8", "hopper_fp8_promoted"])
@@ -116,7 +117,7 @@ def test_a_truncated_result_reaching_2_to_128_is_inf(name):
     """C = FLT_MAX plus 2^104 is exactly 2^128: Inf under ``overflow="inf"`` (SPEC 2b), FLT_MAX under
     IEEE round-toward-zero; plus 2^103 the truncated value stays FLT_MAX under both; signs mirror."""
     model = lp.get_accumulator(name)
-    ieee = model.with_(overflow="ieee")
+    ieee = replace(model, overflow="ieee")
     c = torch.tensor([[FLT_MAX, -FLT_MAX]])
     a = torch.tensor([[1.0]])
     for impl in implementations(model):
@@ -136,7 +137,7 @@ def test_overflow_option_in_a_narrow_accumulator_on_every_implementation():
     b = torch.tensor([[448.0, 144.0]])
     for impl in implementations(FP16_ACC_RZ):
         assert compute(impl, a, b, FP16_ACC_RZ).tolist() == [[math.inf, 64512.0], [-math.inf, -64512.0]]
-        assert compute(impl, a, b, FP16_ACC_RZ.with_(overflow="ieee")).tolist() == [[65504.0, 64512.0],
+        assert compute(impl, a, b, replace(FP16_ACC_RZ, overflow="ieee")).tolist() == [[65504.0, 64512.0],
                                                                                     [-65504.0, -64512.0]]
     assert "native" in implementations(FP16_ACC_RZ) or not NATIVE_OK
 
@@ -154,8 +155,8 @@ def test_nan_results_are_canonical_or_ieee():
             out = torch.cat([compute(impl, a[:1], b, model), compute(impl, a[1:], b2, model)])
             assert bits(out[:3]).tolist() == [[CANONICAL_NAN32]] * 3
             assert out[3].item() == 3.0
-            ieee = torch.cat([compute(impl, a[:1], b, model.with_(nan_output="ieee")),
-                              compute(impl, a[1:], b2, model.with_(nan_output="ieee"))])
+            ieee = torch.cat([compute(impl, a[:1], b, replace(model, nan_output="ieee")),
+                              compute(impl, a[1:], b2, replace(model, nan_output="ieee"))])
             assert ieee[:3].isnan().all() and ieee[3].item() == 3.0
 
 
@@ -167,7 +168,7 @@ def test_nan_from_inf_accumulators_in_promotion_is_canonical():
     b = torch.full((64, 1), 448.0)
     for impl in implementations(model):
         assert bits(compute(impl, a, b, model)).item() == CANONICAL_NAN32
-        assert compute(impl, a, b, model.with_(nan_output="ieee")).isnan().item()
+        assert compute(impl, a, b, replace(model, nan_output="ieee")).isnan().item()
 
 
 # ---- reference, vectorised and native agree (hypothesis) -------------------------------------------
@@ -203,10 +204,10 @@ def edge_operands(draw: st.DrawFn, model: AccumulatorModel) -> tuple[torch.Tenso
 
 
 AGREE = [
-    lp.get_accumulator("ampere_bf16"), skip_zeros("ampere_bf16").with_(overflow="ieee"),
-    lp.get_accumulator("hopper_tf32"), lp.get_accumulator("volta_fp16").with_(nan_output="ieee"),
+    lp.get_accumulator("ampere_bf16"), replace(skip_zeros("ampere_bf16"), overflow="ieee"),
+    lp.get_accumulator("hopper_tf32"), replace(lp.get_accumulator("volta_fp16"), nan_output="ieee"),
     lp.get_accumulator("blackwell_fp8"), lp.get_accumulator("hopper_fp8"), skip_zeros("hopper_fp8_promoted"),
-    FP16_ACC_RZ, FP16_ACC_RZ.with_(name="fp8_fp16acc_rz/ieee_skip_rdown", overflow="ieee", zero_exponent=None,
+    FP16_ACC_RZ, replace(FP16_ACC_RZ, name="fp8_fp16acc_rz/ieee_skip_rdown", overflow="ieee", zero_exponent=None,
                                    align_rounding="rdown"),
 ]
 
@@ -243,3 +244,18 @@ def test_presets_follow_the_hardware_and_the_references_ieee():
         ieee_reference = m.name in ("exact", "fp32_sequential") or m.name.startswith("cdna")
         assert m.zero_exponent == (None if ieee_reference else -126), m.name
         assert (m.nan_output, m.overflow) == (("ieee", "ieee") if ieee_reference else ("canonical", "inf")), m.name
+
+
+@pytest.mark.parametrize("backend", ["eager", "auto"])
+def test_a_nan_elsewhere_leaves_an_overflowing_dot_product_to_the_model(backend):
+    """Step 7 is per dot product: a NaN in row 1 of a must not hand row 0's overflow (the model's truncation
+    gives -inf there: -2^130 survives, 2^100 is cut) to IEEE's float64 sum (+inf)."""
+    a = torch.zeros(2, 32)
+    b = torch.zeros(32, 1)
+    a[0, 0], b[0, 0] = -(2.0**65), 2.0**65
+    a[0, 16] = b[16, 0] = 2.0**100
+    a[1, 0] = math.nan
+    out = lp.emulated_matmul(a, b, "hopper_bf16", backend=backend)
+    want = lp.reference_dot(a[0].tolist(), b[:, 0].tolist(), "hopper_bf16")
+    assert out[0, 0].item() == want
+    assert math.isnan(out[1, 0].item())

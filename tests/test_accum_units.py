@@ -7,6 +7,7 @@ on every preset (zeros next to huge values, tiny products, cancellation, NaN/Inf
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -169,7 +170,7 @@ def test_cdna3_fp8_even_and_odd_halves():
     a, b = [16.0, 1.5 * 2.0**-8, 16.0], [16.0, -(2.0**-8), -16.0]
     m = lp.get_accumulator("cdna3_fp8")
     assert emulate(m, a, b) == -(2.0**-15)
-    assert emulate(m.with_(structure=SplitSum(31, 24, interleave=1, acc_drop=25)), a, b) == -(2.0**-16)
+    assert emulate(replace(m, structure=SplitSum(31, 24, interleave=1, acc_drop=25)), a, b) == -(2.0**-16)
 
 
 def test_cdna3_fp8_drops_a_small_c():
@@ -177,7 +178,7 @@ def test_cdna3_fp8_drops_a_small_c():
     drop rule) it would be -2^-18: 64 - 2^-18, a float32."""
     m = lp.get_accumulator("cdna3_fp8")
     assert emulate(m, [8.0], [8.0], c=-(2.0**-20)) == 64.0
-    assert emulate(m.with_(structure=SplitSum(31, 24, interleave=2)), [8.0], [8.0], c=-(2.0**-20)) == 64 - 2.0**-18
+    assert emulate(replace(m, structure=SplitSum(31, 24, interleave=2)), [8.0], [8.0], c=-(2.0**-20)) == 64 - 2.0**-18
 
 
 def test_cdna3_fp32_is_one_fma_at_a_time():

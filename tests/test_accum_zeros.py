@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ def variants(preset: AccumulatorModel) -> list[AccumulatorModel]:
     part: only then can a group have no term at all (the path of the bug)."""
     if preset.zero_exponent is None:
         return [preset]
-    return [preset, preset.with_(name=f"{preset.name}/skip_zeros", zero_exponent=None)]
+    return [preset, replace(preset, name=f"{preset.name}/skip_zeros", zero_exponent=None)]
 
 
 MODELS = [m for p in lp.list_accumulators() for m in variants(p)]
@@ -119,7 +120,7 @@ def test_zero_groups_give_closed_forms(model, backend):
 
 def test_the_reported_case():
     """The issue's example: all zeros on ampere_fp16 (align_bits = 24) gave NaN."""
-    for model in ("ampere_fp16", lp.get_accumulator("ampere_fp16").with_(zero_exponent=None)):
+    for model in ("ampere_fp16", replace(lp.get_accumulator("ampere_fp16"), zero_exponent=None)):
         out = lp.emulated_matmul(torch.zeros(1, 16), torch.zeros(16, 1), model)
         assert out.view(torch.int32).item() == 0                 # +0, not NaN and not -0
         assert math.copysign(1.0, lp.reference_dot([0.0] * 16, [0.0] * 16, model)) == 1.0

@@ -6,9 +6,8 @@ from __future__ import annotations
 import re
 
 import lowprec.accum as accum
-import lowprec.rounding as rounding
 import lowprec.scaling as scaling
-from lowprec.codes import C_ENUMS, MxRuleCode, RoundingCode, ScaleOpCode
+from lowprec.codes import C_ENUMS, MxRuleCode, Rounding, RoundingCode, ScaleOpCode
 from lowprec.native import source_dir
 
 
@@ -45,7 +44,8 @@ def test_codes_are_distinct_within_each_enum():
 def test_the_codes_name_every_value_of_the_python_vocabularies():
     assert {m.name for m in ScaleOpCode} == set(scaling.SCALE_OPS)
     assert {m.name for m in MxRuleCode} == set(scaling.MX_RULES)
-    assert {m.name for m in RoundingCode} == set(rounding.ROUNDINGS) - {"stochastic"}
+    assert {m.name for m in RoundingCode} == {r.value for r in Rounding} - {"stochastic"}
+    assert all(r.code is RoundingCode[r.value] for r in Rounding if r is not Rounding.STOCHASTIC)
     assert set(accum.ALIGN_ROUNDINGS) <= {m.name for m in RoundingCode}
 
 

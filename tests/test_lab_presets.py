@@ -5,6 +5,7 @@ by construction."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -57,7 +58,7 @@ def test_a_model_unlike_its_documentation_fails(changes, failing, inferred):
     """Documented as hopper_fp8, emulated with other parameters: the probes that see the change fail (and name
     what they saw), the others still pass. At 14 bits q = 2^-13 is 2 units: -0.75 q and -0.5 q are -1.5 and -1
     units, truncated to -1 unit each, i.e. -q/2. An E8M12 register keeps 3 + 1.5 * 2^-12 only to 12 bits."""
-    results = {r.probe: r for r in probe_model(HOPPER, HOPPER.with_(**changes))}
+    results = {r.probe: r for r in probe_model(HOPPER, replace(HOPPER, **changes))}
     assert {p for p, r in results.items() if r.status == "fail"} == failing
     assert {p for p, r in results.items() if r.status == "pass"} == set(PROBES) - {"promotion"} - failing
     for probe, value in inferred.items():
@@ -66,10 +67,10 @@ def test_a_model_unlike_its_documentation_fails(changes, failing, inferred):
 
 def test_wrong_promotion_interval_and_tree_size_fail():
     promoted = lp.get_accumulator("hopper_fp8_promoted")
-    res = {r.probe: r for r in probe_model(promoted, promoted.with_(promote_every=64))}
+    res = {r.probe: r for r in probe_model(promoted, replace(promoted, promote_every=64))}
     assert (res["promotion"].status, res["promotion"].inferred) == ("fail", "64")
     tree = lp.get_accumulator("cdna1_fp16")                # documented groups of 4, emulated as pairs
-    res = {r.probe: r for r in probe_model(tree, tree.with_(group_size=2, instruction_k=2))}
+    res = {r.probe: r for r in probe_model(tree, replace(tree, group_size=2, instruction_k=2))}
     assert (res["order"].status, res["order"].inferred) == ("fail", "pairwise trees of 2")
 
 

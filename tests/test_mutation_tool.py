@@ -126,8 +126,9 @@ def project(tmp_path: Path) -> Path:
 
 
 def run_tool(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(TOOL), "--root", str(root), "--catalogue-file", str(root / "mutants.toml"),
-                           *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(TOOL), "--root", str(root),
+                           "--catalogue-file", str(root / "mutants.toml"), *args],
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_each_outcome_is_told_apart_and_scored(project: Path):

@@ -439,3 +439,14 @@ def test_observer_sees_unquantised_operands():
     assert [(n, sorted(t)) for n, t in seen] == [("l0", ["w", "x"]), ("l0", ["dy"])]
     assert torch.equal(seen[0][1]["x"], x) and torch.equal(seen[0][1]["w"], w)
     assert torch.equal(seen[1][1]["dy"], dy)
+
+
+@pytest.mark.parametrize("recipe", ["nvfp4", "torchao_tensorwise", "deepseek_v3"])
+def test_transpose_keeps_every_part_of_the_quantisation(recipe):
+    """The transpose dequantises to the transpose, bit for bit: NVFP4's tensor scale and the encode multipliers of
+    a dividing recipe travel with the codes and tile scales."""
+    x = torch.randn(64, 96, generator=torch.Generator().manual_seed(3)) * 5
+    q = lp.quantize_tensor(x, recipe, "weight")
+    t = lnn.transpose_quantized(q)
+    assert t.tensor_scale == q.tensor_scale
+    assert torch.equal(t.dequantize().view(torch.int32), q.dequantize().t().contiguous().view(torch.int32))

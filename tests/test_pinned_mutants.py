@@ -8,15 +8,17 @@ worked out by hand from the published rule or the module docs' contracts, ml_dty
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from test_pinned import ALIGNED, DOCUMENTED, assert_all, dot_operands, run_all
 
 import lowprec as lp
 from lowprec import logfmt
 from lowprec.scaling import ScalingConfig, native_unsupported
-from test_pinned import ALIGNED, DOCUMENTED, assert_all, dot_operands, run_all
 
 F32 = np.float32
 CPU = torch.device("cpu")
@@ -111,7 +113,7 @@ def test_rdown_alignment_on_every_backend():
     """hopper_fp8 with alignment rounding toward -inf. Products 1 and -0.75 * 2^-13 in one group (E = 0, 13
     bits): 1 is exactly 2^13 units and stays; -0.75 units floors to -1: 1 - 2^-13 (truncation would give 1).
     Products 1.5 and 0.75 * 2^-13: 0.75 units floors to 0: 1.5."""
-    model = lp.get_accumulator("hopper_fp8").with_(name="hopper_fp8_rdown", align_rounding="rdown")
+    model = replace(lp.get_accumulator("hopper_fp8"), name="hopper_fp8_rdown", align_rounding="rdown")
     a = torch.tensor([[1.0, -0.75 * 2.0**-7], [1.5, 0.75 * 2.0**-7]])    # times b: 2^-6
     b = torch.tensor([[1.0], [2.0**-6]])
     assert_all(run_all(model, a, b), [[1 - 2.0**-13], [1.5]])
@@ -232,7 +234,7 @@ def test_accumulator_rounding_to_nearest_ties_to_even():
     the binade [2, 4) where E8M13's ulp is 2^-12. t = 1: a tie between 3 (even) and 3 + 2^-12 (odd): 3.
     t = 3: a tie between 3 + 2^-12 (odd) and 3 + 2^-11 (even): 3 + 2^-11. t = -1: 3 - 2^-13, a tie between
     3 - 2^-12 (odd) and 3: 3."""
-    model = lp.get_accumulator("hopper_fp8").with_(name="hopper_fp8_rne", acc_rounding="rne")
+    model = replace(lp.get_accumulator("hopper_fp8"), name="hopper_fp8_rne", acc_rounding="rne")
     ts = (1, 3, -1)
     a = torch.tensor([[1.5, 1.5, t * 2.0**-7] for t in ts])          # t * 2^-7 * 2^-6 = t * 2^-13
     b = torch.tensor([[1.0], [1.0], [2.0**-6]])

@@ -285,7 +285,8 @@ def test_code_dtypes():
     x = torch.ones(3)
     assert lp.encode(x, "e4m3").dtype == torch.uint8
     assert lp.encode(x, "bf16").dtype == torch.int32
-    assert lp.encode(x, "e8m13").dtype == torch.int64 and lp.decode(lp.encode(x, "e8m13"), "e8m13").dtype == torch.float32
+    assert lp.encode(x, "e8m13").dtype == torch.int64
+    assert lp.decode(lp.encode(x, "e8m13"), "e8m13").dtype == torch.float32
     assert lp.decode(lp.encode(x, "e9m13"), "e9m13").dtype == torch.float64
 
 

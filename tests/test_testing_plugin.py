@@ -1,8 +1,9 @@
 """lowprec.testing: the decision-aiming strategies, the ready-made checks and the pytest11 plugin.
 
 The checks must catch a set of mutant kernels -- small hand-written quantisers one edit away from a correct one,
-and GEMMs that are hopper_fp8 with one knob changed -- within hypothesis's default budget of 100 examples (derandomised, so the counts are
-reproducible); the examples each needed are printed (``pytest -s``) and recorded in the plugin's docstring.
+and GEMMs that are hopper_fp8 with one knob changed -- within hypothesis's default budget of 100 examples
+(derandomised, so the counts are reproducible); the examples each needed are printed (``pytest -s``) and recorded
+in the plugin's docstring.
 The correct hand-written kernels, and the lab's own functions wrapped as user callables, must pass.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -93,9 +95,9 @@ QUANTISER_MUTANTS: dict[str, tuple[Callable[[torch.Tensor], Any], str]] = {
     "MXFP8 saturation off": (partial(mx_e4m3, saturate=False), "mxfp8"),
 }
 GEMM_MUTANTS: dict[str, lp.AccumulatorModel] = {
-    "hopper_fp8 with 14 alignment bits": HOPPER.with_(align_bits=14),
-    "hopper_fp8 with groups of 16": HOPPER.with_(group_size=16, instruction_k=16),
-    "hopper_fp8 with RNE alignment": HOPPER.with_(align_rounding="rne"),
+    "hopper_fp8 with 14 alignment bits": replace(HOPPER, align_bits=14),
+    "hopper_fp8 with groups of 16": replace(HOPPER, group_size=16, instruction_k=16),
+    "hopper_fp8 with RNE alignment": replace(HOPPER, align_rounding="rne"),
 }
 
 

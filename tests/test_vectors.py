@@ -4,6 +4,7 @@ flipped bit is reported with the first differing bit, and a tampered or malforme
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ def test_vectors_verify_against_their_own_model(tmp_path, name):
 
 def test_a_different_model_is_caught_with_the_first_differing_bit(tmp_path):
     vectors.generate("hopper_fp8", 90, tmp_path, seed=0)
-    wrong = lp.get_accumulator("hopper_fp8").with_(align_bits=14)     # one more alignment bit than H100 keeps
+    wrong = replace(lp.get_accumulator("hopper_fp8"), align_bits=14)     # one more alignment bit than H100 keeps
     report = vectors.verify(tmp_path, write_results(tmp_path / "r.jsonl", vectors.results_of(tmp_path, wrong)))
     assert report and {"alignment_cut", "cancellation"} & {r["kind"] for r in report}
     for r in report:

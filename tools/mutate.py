@@ -547,8 +547,9 @@ def write_reports(out: Path, results: Sequence[Result], base: Path, header: dict
     """``out`` (Markdown) and, beside it, the same results as ``.json`` and ``.csv``."""
     table = summarise(results)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# Mutation testing report", "", "Written by `tools/mutate.py` (see CONTRIBUTING.md): each mutant is one edit "
-             "applied to a scratch copy of the working tree, its tests run there. Score = (killed + timeout) / "
+    lines = ["# Mutation testing report", "",
+             "Written by `tools/mutate.py` (see CONTRIBUTING.md): each mutant is one edit applied to a scratch "
+             "copy of the working tree, its tests run there. Score = (killed + timeout) / "
              "(mutants run - equivalent); errors (a mutant that does not apply, a wrong test selection) count "
              "against it.", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
@@ -642,7 +643,8 @@ def select(args: argparse.Namespace, catalogue: list[Mutant], settings: Settings
         names = list(settings.module_files) if args.systematic == "all" else args.systematic.split(",")
         unknown = set(names) - set(settings.module_files)
         if unknown:
-            raise CatalogueError(f"--systematic: unknown modules {sorted(unknown)}; known: {sorted(settings.module_files)}")
+            raise CatalogueError(f"--systematic: unknown modules {sorted(unknown)}; "
+                                 f"known: {sorted(settings.module_files)}")
         generated = [m for name in names
                      for m in systematic_mutants(root, name, settings.module_files[name], settings.module_tests[name])]
         random.Random(args.seed).shuffle(generated)   # a --budget sample spreads over modules and lines

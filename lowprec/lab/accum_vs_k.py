@@ -146,7 +146,7 @@ def _trace_fp8(path: str, sha256: str) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     trace = load_checked_trace(path, sha256)
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for f in trace.index["files"]:
         with safe_open(str(trace.path / f["file"]), framework="pt") as st:
             for gm in f["gemms"]:
@@ -337,7 +337,7 @@ def plot(df: pd.DataFrame, path: Path, trace_label: str | None = None, trace_sin
             ax.set_yscale("log")
             ax.set_ylim(lo, hi)
             ax.yaxis.set_major_locator(ticker.LogLocator(base=10, numticks=7))
-            ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10), numticks=12))
+            ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=[float(s) for s in range(2, 10)], numticks=12))
             ax.yaxis.set_minor_formatter(ticker.NullFormatter())
             ax.grid(True, which="major", color="#e6e6e6", lw=0.6)
             _k_axis(ax, ks)

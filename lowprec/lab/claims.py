@@ -55,9 +55,10 @@ def training_claim(summary: pd.DataFrame | None) -> Claim:
         verdict = HELD if abs(gap) < 0.25 else PARTLY if abs(gap) < 1.0 else NOT_HELD
     floor = "" if noise is None else (f"; noise floor: fp32, which quantises nothing, differs from bf16 by "
                                       f"{noise:.3f}%, so gaps below that are not resolved by this run")
-    return Claim(text, paper, f"validation-loss gap {gap:+.3f}% after {int(row['steps'])} steps, {int(row['tokens']):,} "
-                 f"tokens, {int(row['parameters']):,} parameters (tolerance 0.25%; partly below 1%; not measurable when the noise floor exceeds both){floor}", verdict,
-                 "study 1 (fp8_training)")
+    measured = (f"validation-loss gap {gap:+.3f}% after {int(row['steps'])} steps, {int(row['tokens']):,} tokens, "
+                f"{int(row['parameters']):,} parameters (tolerance 0.25%; partly below 1%; not measurable when the "
+                f"noise floor exceeds both){floor}")
+    return Claim(text, paper, measured, verdict, "study 1 (fp8_training)")
 
 
 def accumulation_claims(accum: pd.DataFrame | None) -> list[Claim]:
@@ -73,7 +74,8 @@ def accumulation_claims(accum: pd.DataFrame | None) -> list[Claim]:
     raw = at[at["model"] == "hopper_fp8"]["max_err_over_abs_ab"].max()
     promoted = at[at["model"] == "hopper_fp8_promoted"]["max_err_over_abs_ab"].max()
     if math.isnan(raw):
-        return [Claim(t, paper, "hopper_fp8 was not run at K = 4096", NOT_MEASURABLE, "study 3") for t in (text1, text2)]
+        return [Claim(t, paper, "hopper_fp8 was not run at K = 4096", NOT_MEASURABLE, "study 3")
+                for t in (text1, text2)]
     v1 = HELD if 0.01 <= raw <= 0.04 else PARTLY if 0.005 <= raw <= 0.08 else NOT_HELD
     c1 = Claim(text1, paper, f"max |C - C_exact| / (|A||B|) = {100 * raw:.2f}% (same-sign E4M3 operands; tolerance: "
                "within a factor 2 of 2%, partly within a factor 4)", v1, "study 3 (accum_error_vs_k)")
@@ -98,7 +100,8 @@ def replay_claims(replay: pd.DataFrame | None) -> list[Claim]:
     rel = fine / tensor
     v1 = NOT_MEASURABLE if math.isnan(rel) else HELD if rel < 0.95 else PARTLY if rel < 1.0 else NOT_HELD
     c1 = Claim(text1, "DeepSeek-V3 3.3.1", f"median normwise GEMM error {fine:.3e} (1x128/128x128) vs {tensor:.3e} "
-               f"(per-tensor E4M3), ratio {rel:.3f} (held below 0.95)", v1, "study 2 (gemm_replay), recorded BF16 GEMMs")
+               f"(per-tensor E4M3), ratio {rel:.3f} (held below 0.95)", v1,
+               "study 2 (gemm_replay), recorded BF16 GEMMs")
     dg = replay[(replay["scaling"] == "deepseek_v3") & (replay["accumulator"] == "hopper_fp8_promoted")]
     if dg.empty:
         return [c1, Claim(text2, "DeepGEMM tests", "no deepseek_v3 / hopper_fp8_promoted replay", NOT_MEASURABLE,

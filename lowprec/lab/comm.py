@@ -239,6 +239,7 @@ def _trace_stage(path: str, sha256: str, step: int, layer: str, stage: str) -> d
     spec = trace_layout(trace.index)[(step, layer)]
     with safe_open(str(trace.path / spec["file"]), framework="pt") as st:
         x = st.get_tensor(spec[stage]).float()
+        gemms: list[tuple[torch.Tensor | None, torch.Tensor]]
         if stage == "combine":
             gemms = [(None, st.get_tensor(spec["next_w"]).double().t())]
             label = spec["next_w_label"]

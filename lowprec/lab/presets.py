@@ -63,7 +63,7 @@ from .. import __version__
 from ..accum import (AccumulatorModel, BlockScale, ChunkSum, FmaTree, FusedSum, SplitSum, emulated_matmul,
                      get_accumulator, list_accumulators)
 from ..formats import get_format
-from ..rounding import canonical_rounding, quantize, round_to_integer
+from ..rounding import quantize, round_to_integer
 
 PROBES = ("order", "alignment_bits", "negative_cut", "negative_c", "accumulator", "promotion")
 _STRUCTURES: dict[str, type] = {cls.__name__: cls for cls in (FusedSum, ChunkSum, SplitSum, FmaTree)}
@@ -229,11 +229,11 @@ def _run(model: AccumulatorModel, rows: Sequence[Row], batch: int = 32) -> list[
         a, b = pairs[:, :, 0], pairs[:, :, 1].T.contiguous()
         c = torch.diag(torch.tensor([c for _, c in part], dtype=torch.float64)).float()
         R, K = a.shape
-        scales: dict[str, torch.Tensor] = {}
+        a_scales = b_scales = None
         if model.block_scale is not None:
             nb = -(-K // model.block_scale.block)
-            scales = {"a_scales": torch.ones(R, nb), "b_scales": torch.ones(nb, R)}
-        out += torch.diagonal(emulated_matmul(a, b, model, c, **scales)).double().tolist()
+            a_scales, b_scales = torch.ones(R, nb), torch.ones(nb, R)
+        out += torch.diagonal(emulated_matmul(a, b, model, c, a_scales=a_scales, b_scales=b_scales)).double().tolist()
     return out
 
 
@@ -403,7 +403,8 @@ def _probe_alignment_bits(doc: AccumulatorModel, run: AccumulatorModel) -> Probe
 
 
 _CUT_FRACS = (Fraction(-3, 4), Fraction(-1, 2))
-_CUT_NAMES = {(0, 0): "toward zero", (-1, -1): "toward -inf", (-1, 0): "nearest"}
+_CUT_NAMES: dict[tuple[Fraction | int | None, ...], str] = {(0, 0): "toward zero", (-1, -1): "toward -inf",
+                                                             (-1, 0): "nearest"}
 _NO_ALIGNMENT = "FMA trees round IEEE float32 sums: no alignment to a common exponent"
 
 
@@ -466,7 +467,7 @@ _ACC_MODES = ("rtz", "rne", "rdown", "rup", "rna")
 def _probe_accumulator(doc: AccumulatorModel, run: AccumulatorModel) -> ProbeResult:
     """Probe (d) of the module doc."""
     m = get_format(doc.acc_format).mbits
-    mode = canonical_rounding(doc.acc_rounding)
+    mode = doc.acc_rounding
     if mode not in _ACC_MODES:
         return _na("accumulator", f"no closed form for rounding {mode!r}")
     if doc.align_bits is not None and doc.align_bits < m:

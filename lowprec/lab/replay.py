@@ -55,12 +55,19 @@ from .sweep import run_sweep  # noqa: E402
 STUDY = "gemm_replay"
 DEEPGEMM_ACCEPT = 1e-3
 _E4M3_TENSOR = ScalingConfig("e4m3fn", (-1, -1), scale_op="mul_ratio")
-_E5M2_TILES = get_recipe("deepseek_v3")
+
+
+def _in_e5m2(recipe: Recipe, name: str) -> Recipe:
+    """``recipe`` with E5M2 elements for every role (tiles and amax floor kept)."""
+    def e5m2(c: ScalingConfig) -> ScalingConfig:
+        return ScalingConfig("e5m2", c.tile, amax_floor=c.amax_floor)
+    return Recipe(name, e5m2(recipe.activation), e5m2(recipe.weight), e5m2(recipe.grad))
+
+
 SCALINGS: dict[str, Recipe] = {
     "deepseek_v3": get_recipe("deepseek_v3"),
     "deepseek_v3_ue8m0": get_recipe("deepseek_v3_ue8m0"),
-    "e5m2_1x128": Recipe("e5m2_1x128", *(ScalingConfig("e5m2", c.tile, amax_floor=c.amax_floor) for c in
-                                         (_E5M2_TILES.activation, _E5M2_TILES.weight, _E5M2_TILES.grad))),
+    "e5m2_1x128": _in_e5m2(get_recipe("deepseek_v3"), "e5m2_1x128"),
     "e4m3_tensor": Recipe("e4m3_tensor", _E4M3_TENSOR, _E4M3_TENSOR, _E4M3_TENSOR),
     "rowwise": get_recipe("rowwise"),
     "mxfp8": get_recipe("mxfp8"),
@@ -75,9 +82,9 @@ def _slice(q: QuantizedTensor, rows: int, cols: int) -> QuantizedTensor:
     """The first ``rows`` x ``cols`` of a 2-D quantised tensor with the scales of the tiles they lie in."""
     rows, cols = min(rows, q.codes.shape[0]), min(cols, q.codes.shape[1])
     tr, tc = q.tile
-    return QuantizedTensor(q.codes[:rows, :cols].contiguous(),
-                           q.scales[: math.ceil(rows / tr), : math.ceil(cols / tc)].contiguous(), q.config,
-                           (rows, cols))
+    tiles = (slice(math.ceil(rows / tr)), slice(math.ceil(cols / tc)))
+    return QuantizedTensor(q.codes[:rows, :cols].contiguous(), q.scales[tiles].contiguous(), q.config, (rows, cols),
+                           q.tensor_scale, None if q.multipliers is None else q.multipliers[tiles].contiguous())
 
 
 def _frobenius_rel(c: torch.Tensor, ref: torch.Tensor) -> float:

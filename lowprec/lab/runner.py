@@ -45,8 +45,10 @@ class LabParams:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.jobs, int) or self.jobs < 1:
             raise ValueError(f"jobs must be a positive int, got {self.jobs!r}")
-        if self.dask is not None and (not isinstance(self.dask, str) or (self.dask != "local" and "://" not in self.dask)):
-            raise ValueError(f"dask must be 'local' or a scheduler address such as 'tcp://host:8786', got {self.dask!r}")
+        address = isinstance(self.dask, str) and (self.dask == "local" or "://" in self.dask)
+        if self.dask is not None and not address:
+            raise ValueError(f"dask must be 'local' or a scheduler address such as 'tcp://host:8786', "
+                             f"got {self.dask!r}")
         unknown = set(self.studies) - {"training", "replay", "accum", "comm"}
         if unknown:
             raise ValueError(f"unknown studies {sorted(unknown)}; known: training, replay, accum, comm")
@@ -76,7 +78,7 @@ def run_lab(out: Path, params: LabParams, *, run_id: str | None = None, progress
         raise ValueError(f"run id {run_id!r} must be a plain directory name")
     run_dir = prepare_out_dir(out / run_id)
     started = time.perf_counter()
-    common = {"quick": not params.full, "seed": params.seed, "jobs": params.jobs, "dask": params.dask,
+    common: dict[str, Any] = {"quick": not params.full, "seed": params.seed, "jobs": params.jobs, "dask": params.dask,
               "progress": progress}
     kw = params.studies
     with ResultStore(out / STORE_NAME) as store:

@@ -101,8 +101,8 @@ def run_sweep(study: str, points: Sequence[Mapping[str, Any]], fn: PointFn, stor
         if todo and client is not None:
             from distributed import as_completed as dask_completed
 
-            futures = {client.submit(fn, cfg, pure=False): cfg for cfg in todo}
-            _drain(futures, dask_completed(futures), record)
+            dask_futures = {client.submit(fn, cfg, pure=False): cfg for cfg in todo}
+            _drain(dask_futures, dask_completed(dask_futures), record)
         elif todo and jobs > 1:
             workers = min(jobs, len(todo))
             pool = stack.enter_context(ProcessPoolExecutor(

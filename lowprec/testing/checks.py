@@ -256,7 +256,8 @@ def assert_matches_reference(quantize: Callable[[torch.Tensor], Any], recipe: Re
     def prop(x: torch.Tensor) -> None:
         diff = differs(x)
         if diff is not None:
-            raise MismatchError(f"quantiser differs from lowprec.quantize_tensor with {getattr(recipe, 'name', recipe)!r}"
+            name = getattr(recipe, "name", recipe)
+            raise MismatchError(f"quantiser differs from lowprec.quantize_tensor with {name!r}"
                                 f" ({role}) at the first differing place:\n  {diff.text}\ninput: {_show_tensor(x)}", x)
 
     def reduce(x: torch.Tensor) -> tuple[torch.Tensor, str] | None:

@@ -144,21 +144,26 @@ class MoETransformer(nn.Module):
         self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
         nn.init.normal_(self.embed.weight, std=1.0)
         nn.init.normal_(self.head.weight, std=cfg.d_model ** -0.5)
-        for block in self.layers:      # residual branches start small (scaled by depth)
-            for lin in (block.attn.out, block.moe.shared.down, *(e.down for e in block.moe.experts)):
+        for block in self.blocks():    # residual branches start small (scaled by depth)
+            experts = [e for e in block.moe.experts if isinstance(e, Expert)]
+            for lin in (block.attn.out, block.moe.shared.down, *(e.down for e in experts)):
                 lin.weight.data.mul_(1 / math.sqrt(2 * cfg.n_layers))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)
-        for block in self.layers:
+        for block in self.blocks():
             x = block(x)
         return self.head(self.norm(x))
+
+    def blocks(self) -> list[Block]:
+        """The transformer blocks, in order (``layers`` typed)."""
+        return [b for b in self.layers if isinstance(b, Block)]
 
     def loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(training objective = cross-entropy + aux load-balancing loss, the cross-entropy alone) in nats/byte."""
         logits = self.forward(tokens)
         ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-        aux = sum(block.moe.aux_loss for block in self.layers)
+        aux = sum(block.moe.aux_loss for block in self.blocks())
         return ce + self.cfg.aux_loss_weight * aux, ce
 
     def set_observers(self, gemm: GemmObserver | None, activations: ActivationObserver | None) -> None:
