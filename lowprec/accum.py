@@ -90,7 +90,7 @@ import torch
 from .codes import Rounding
 from .formats import FloatFormat, get_format
 from .rounding import (BACKENDS, add_round_to_odd, compiled, floor_log2, floor_log2_exact, pow2,
-                       quantize, resolve_backend, round_exact, round_to_integer, round_values)
+                       quantize, resolve_backend, round_exact, round_to_multiple, round_values)
 
 ALIGN_ROUNDINGS = (Rounding.RTZ, Rounding.RDOWN, Rounding.RNE)
 ACC_ROUNDINGS = tuple(r for r in Rounding if r is not Rounding.STOCHASTIC)
@@ -518,10 +518,6 @@ def _scalar_output(v: float, model: AccumulatorModel) -> float:
     return v
 
 
-def _round_to_multiple(v: Fraction, quantum: Fraction, mode: Rounding) -> Fraction:
-    return round_to_integer(v / quantum, mode) * quantum
-
-
 def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorModel | str, c: float = 0.0, *,
                   a_scales: Sequence[float] | None = None, b_scales: Sequence[float] | None = None) -> float:
     """One output element ``c + sum a_k b_k`` under ``model``, step by step in exact arithmetic. A block-scaled
@@ -583,7 +579,7 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         if bits is None:
             return sum((s * Fraction(2) ** (e - E) for s, e in terms), Fraction(0)) * Fraction(2) ** E
         q = Fraction(1, 1 << bits)
-        return sum((_round_to_multiple(s * Fraction(2) ** (e - E), q, model.align_rounding) for s, e in terms),
+        return sum((round_to_multiple(s * Fraction(2) ** (e - E), q, model.align_rounding) for s, e in terms),
                    Fraction(0)) * Fraction(2) ** E
 
     def fused(terms: list[tuple[Fraction, int]], acc: Fraction) -> Fraction | float:       # FusedSum, ChunkSum
@@ -620,11 +616,11 @@ def reference_dot(a: Sequence[float], b: Sequence[float], model: AccumulatorMode
         S = Fraction(0)
         if sums:
             Eg = max(E for _, E in sums)
-            S = sum((_round_to_multiple(v, Fraction(2) ** (Eg - model.align_bits), Rounding.RDOWN) for v, _ in sums),
+            S = sum((round_to_multiple(v, Fraction(2) ** (Eg - model.align_bits), Rounding.RDOWN) for v, _ in sums),
                     Fraction(0))
-            S = _round_to_multiple(S, Fraction(2) ** (R - st.sum_bits), Rounding.RDOWN)
+            S = round_to_multiple(S, Fraction(2) ** (R - st.sum_bits), Rounding.RDOWN)
         drop = t_acc is None or (st.acc_drop is not None and t_acc[1] < R - st.acc_drop)
-        C = Fraction(0) if drop else _round_to_multiple(acc, Fraction(2) ** (R - st.acc_bits), Rounding.RDOWN)
+        C = Fraction(0) if drop else round_to_multiple(acc, Fraction(2) ** (R - st.acc_bits), Rounding.RDOWN)
         return to_acc(S + C)
 
     def fma_tree(lo: int, hi: int, acc: Fraction) -> Fraction | float:                    # FmaTree
@@ -888,8 +884,6 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
         nb = -(-K // bs.block)
         a_scales = _check_scales(a_scales, "a_scales", (M, nb), bs)
         b_scales = _check_scales(b_scales, "b_scales", (nb, N), bs)
-        a_sc = a_scales.repeat_interleave(bs.block, dim=1)[:, :K]
-        b_sc = b_scales.repeat_interleave(bs.block, dim=0)[:K]
     backend = resolve_backend(backend, lambda: native_unsupported(model, a.device))
     if c is not None and (not isinstance(c, torch.Tensor) or c.shape != (M, N)):
         raise ValueError(f"c must be a ({M}, {N}) tensor")
@@ -909,6 +903,9 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     sa, ea = _significand_exponent(a_fin, fa.emin, model.zero_exponent)
     sb, eb = _significand_exponent(b_fin, fb.emin, model.zero_exponent)
     if bs is not None:
+        assert a_scales is not None and b_scales is not None
+        a_sc = a_scales.repeat_interleave(bs.block, dim=1)[:, :K]             # each element's scale
+        b_sc = b_scales.repeat_interleave(bs.block, dim=0)[:K]
         a_sc_fin, b_sc_fin = torch.nan_to_num(a_sc, nan=1.0), torch.nan_to_num(b_sc, nan=1.0)  # NaN: step 7
         if isinstance(model.structure, FusedSum):               # E8M0 exponents join the products' exponents
             ea, eb = ea + floor_log2(a_sc_fin), eb + floor_log2(b_sc_fin)
@@ -922,7 +919,7 @@ def emulated_matmul(a: Any, b: Any, model: AccumulatorModel | str, c: torch.Tens
     st = model.structure
     fused = isinstance(st, FusedSum) and model.align_bits is not None
     step = compiled(_group_update) if backend == "compiled" and fused else _group_update
-    outer = c_fin.clone()                                       # the FP32 outer sum (used when promoting)
+    outer = c_fin.clone() if promote else c_fin                 # the FP32 outer sum (read only when promoting)
     G = model.group_size
     for start in range(0, K, G):
         if promote and start and start % promote == 0:
@@ -991,8 +988,6 @@ def native_unsupported(model: AccumulatorModel, device: torch.device) -> str | N
     if model.align_bits > 28:
         return (f"the native backend rounds each aligned term to an int32: align_bits={model.align_bits} makes "
                 "terms up to 2^(align_bits + 2), over 2^30 (it takes align_bits <= 28)")
-    if model.align_bits + 2 + math.ceil(math.log2(model.group_size + 1)) > 53:   # never: AccumulatorModel's bound
-        return f"the native backend needs a group's sum exact in float64: {model.group_size} terms may not be"
     for attr in ("acc_rounding", "outer_rounding"):
         if getattr(model, attr) not in (Rounding.RTZ, Rounding.RNE):
             return f"the native backend rounds the accumulators by rtz or rne, not {getattr(model, attr)!r}"
@@ -1037,14 +1032,12 @@ def _native_gemm(a: torch.Tensor, b: torch.Tensor, seed: torch.Tensor | None, mo
     M, N = a.shape[0], b.shape[1]
     seed = torch.zeros(M, N, dtype=torch.float64, device=a.device) if seed is None else seed.double()
     ints, acc_max, outer_max = _native_model_args(model)
-    if model.block_scale is None:
-        return ops.emulated_gemm(a.float().contiguous(), b.float().contiguous(), seed.contiguous(), ints, acc_max,
-                                 outer_max)
-    if exp_a is None or exp_b is None:
+    block = 0 if model.block_scale is None else model.block_scale.block
+    if block and (exp_a is None or exp_b is None):
         raise ValueError(f"model {model.name} is block-scaled: the native GEMM needs its scale exponents")
+    xa, xb = ((x.to(torch.int32).contiguous() if block and x is not None else None) for x in (exp_a, exp_b))
     return ops.emulated_gemm(a.float().contiguous(), b.float().contiguous(), seed.contiguous(), ints, acc_max,
-                             outer_max, exp_a.to(torch.int32).contiguous(), exp_b.to(torch.int32).contiguous(),
-                             model.block_scale.block)
+                             outer_max, xa, xb, block)
 
 
 def _native_emulated_matmul(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None, model: AccumulatorModel,

@@ -124,14 +124,13 @@ import torch
 
 from .accum import AccumulatorModel, BlockScale, ChunkSum, FmaTree, FusedSum, SplitSum, emulated_matmul
 from .formats import FloatFormat, get_format, list_formats
-from .rounding import floor_log2_exact, quantize, round_exact, round_to_integer
+from .rounding import INTEGER_ROUNDINGS, floor_log2_exact, quantize, round_bits, round_exact, round_to_multiple
 
 Gemm = Callable[..., torch.Tensor]
 Pair = tuple[float, float]                  # one product's factors (x of the first format, y of the second)
 Row = list[float]                           # the terms of one probe dot product, in K (or chunk) order
 _SAFE = (-14, 15)                           # outputs kept in [2^-14, 2^15] until the accumulator's range is known
 _CHUNK_SAFE = (-60, 60)                     # the same for block-scaled FP4/FP6 units (8 exponent bits assumed)
-_ACC_MODES = ("rtz", "rne", "rdown", "rup", "rna")
 _CUT_NAMES = {(0, 0, 0, 0): "rtz", (0, 0, -1, -1): "rdown", (1, 0, -1, 0): "rne"}
 _MAX_FLOOR_BITS = 44                        # SplitSum: max(sum_bits, acc_bits) + 8 <= 52 (exact float64 sums)
 _UNBOUNDED_GROUP = 1 << 30                  # an exact sum with no step boundary within max_k (the ``exact`` preset)
@@ -231,16 +230,6 @@ def _exp(v: float | Fraction) -> int:
     return math.frexp(abs(v))[1] - 1
 
 
-def _to_multiple(v: Fraction, q: Fraction, mode: str) -> Fraction:
-    """``v`` rounded to a multiple of ``q`` by ``mode``."""
-    return round_to_integer(v / q, mode) * q
-
-
-def _round_bits(x: Fraction, bits: int, mode: str) -> Fraction:
-    """Non-zero ``x`` rounded to ``bits`` fraction bits relative to its binade by ``mode``."""
-    return _to_multiple(x, Fraction(2) ** (floor_log2_exact(abs(x)) - bits), mode) if x else x
-
-
 def _split_group(values: Sequence[Fraction], interleave: int, f: int, mode: str, clamp: int) -> tuple[Fraction,
                                                                                                      int | None]:
     """One SplitSum group of products (``values`` in K order, zeros taking no part): each of the ``interleave``
@@ -253,11 +242,11 @@ def _split_group(values: Sequence[Fraction], interleave: int, f: int, mode: str,
         sub = [v for v in values[r::interleave] if v != 0]
         if sub:
             Eh = max(max(_exp(v), clamp) for v in sub)
-            sums.append((sum((_to_multiple(v, Fraction(2) ** (Eh - f), mode) for v in sub), Fraction(0)), Eh))
+            sums.append((sum((round_to_multiple(v, Fraction(2) ** (Eh - f), mode) for v in sub), Fraction(0)), Eh))
     if not sums:
         return Fraction(0), None
     Eg = max(E for _, E in sums)
-    return sum((_to_multiple(v, Fraction(2) ** (Eg - f), "rdown") for v, _ in sums), Fraction(0)), Eg
+    return sum((round_to_multiple(v, Fraction(2) ** (Eg - f), "rdown") for v, _ in sums), Fraction(0)), Eg
 
 
 # ---- operands ------------------------------------------------------------------------------------------
@@ -843,7 +832,7 @@ def _probe_accumulator(view: View, G: int, f: int | None) -> Feature:
                        "); its rounding is not observable in steps of this size", inputs, got, calls)
     got2 = view.run("accumulator", [p[1][0] for p in placed])
     sums = [sgn * (Fraction(2) ** p[0] + Fraction(r) * Fraction(2) ** (p[0] - m)) for (sgn, r), p in zip(cases, placed)]
-    modes = [md for md in _ACC_MODES if all(Fraction(g) == _round_bits(v, m, md) for g, v in zip(got2, sums))]
+    modes = [md for md in INTEGER_ROUNDINGS if all(Fraction(g) == round_bits(v, m, md) for g, v in zip(got2, sums))]
     inputs.append(f"+-(2^(E+h) + r ulp), r = {sorted({r for _, r in cases})}, ulp = 2^(E+h-{m})")
     calls = view.box.calls["accumulator"]
     if len(modes) != 1:
@@ -1024,7 +1013,7 @@ def _probe_sum_floor(view: View, G: int, f: int, mode: str, J: int, m: int, acc_
             C, terms = row[0], row[G:]
             if kind == "aligned":                        # fused, the running sum in the step's alignment
                 E = max(_exp(C), *(max(_exp(v), clamp) for v in terms if v))
-                out.append((C, sum((_to_multiple(v, Fraction(2) ** (E - f), mode) for v in [C, *terms] if v),
+                out.append((C, sum((round_to_multiple(v, Fraction(2) ** (E - f), mode) for v in [C, *terms] if v),
                                    Fraction(0)), None))
             else:                                        # fused with C added after (J = 1), or split
                 Sg, Eg = _split_group(terms, J if kind == "split" else 1, f, mode, clamp)
@@ -1037,9 +1026,9 @@ def _probe_sum_floor(view: View, G: int, f: int, mode: str, J: int, m: int, acc_
         for C, S, Eg in rows:
             if split:                                    # the group sum floored below max(Eg, exponent of C)
                 if sb is not None and Eg is not None:
-                    S = _to_multiple(S, Fraction(2) ** (max(Eg, _exp(C)) - sb), "rdown")
+                    S = round_to_multiple(S, Fraction(2) ** (max(Eg, _exp(C)) - sb), "rdown")
                 S = C + S
-            out.append(float(_round_bits(S, m, acc_mode)))
+            out.append(float(round_bits(S, m, acc_mode)))
         return out
 
     split_rows = parts("split")
@@ -1339,7 +1328,7 @@ def _probe_chunk_zero(view: _ChunkView, f: int, mode: str, acc: FloatFormat, acc
 
     def pred(z: int | None, terms: Row) -> float:
         E = max([_exp(v) for v in terms] + ([z] if z is not None else []))
-        tot = sum((_to_multiple(Fraction(v), Fraction(2) ** (E - f), mode) for v in terms), Fraction(0))
+        tot = sum((round_to_multiple(Fraction(v), Fraction(2) ** (E - f), mode) for v in terms), Fraction(0))
         return round_exact(tot, acc, acc_mode)
 
     best: tuple[int, tuple[int, int, int, int]] | None = None
@@ -1462,8 +1451,8 @@ def _determinism(box: _Box, model_formats: tuple[FloatFormat, FloatFormat], K: i
     b = _random_values((K, 16), model_formats[1], gen, "wide")
     first = box.call("deterministic", a, b)
     second = box.call("deterministic", a, b)
-    same = torch.equal(first.view(torch.int32), second.view(torch.int32))
     n = int((first.view(torch.int32) != second.view(torch.int32)).sum())
+    same = n == 0
     return Feature("deterministic", same, "inferred" if same else "inconsistent",
                    "the same GEMM twice gives the same bits" if same else
                    f"the same GEMM twice differs in {n} of {first.numel()} elements: non-deterministic",

@@ -342,9 +342,10 @@ def _prepare(x: Any, fmt: FloatFormat | str, rounding: Rounding | str, generator
 
 
 def native_unsupported(t: torch.Tensor, fmt: FloatFormat, rounding: Rounding) -> str | None:
-    """Why ``backend="native"`` (the ``lowprec::encode`` op, ``cuda_ext/quant_cpu.c``) cannot cast ``t`` to
-    ``fmt`` with ``rounding`` (canonical), or None. The request is checked first; then the native CPU build
-    (made on first use; ``lowprec.native.library_status`` warns once when it cannot be made)."""
+    """Why ``backend="native"`` (the ``lowprec::encode`` op: ``cuda_ext/quant_cpu.c`` on the bit logic of
+    ``cuda_ext/lowprec_round.h``) cannot cast ``t`` to ``fmt`` with ``rounding`` (canonical), or None. The request
+    is checked first; then the native CPU build (made on first use; ``lowprec.native.library_status`` warns once
+    when it cannot be made)."""
     if t.device.type != "cpu":
         return f"the native cast runs on CPU tensors, not {t.device.type}"
     if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -619,6 +620,19 @@ def round_to_integer(v: Fraction, rounding: Rounding | str) -> int:
     if rounding == "rna":
         return int(math.copysign(math.floor(abs(v) + Fraction(1, 2)), v))
     raise ValueError(f"unknown rounding {rounding!r} for an integer; expected rtz, rdown, rup, rne or rna")
+
+
+INTEGER_ROUNDINGS = (Rounding.RTZ, Rounding.RNE, Rounding.RDOWN, Rounding.RUP, Rounding.RNA)   # round_to_integer's
+
+
+def round_to_multiple(v: Fraction, quantum: Fraction, rounding: Rounding | str) -> Fraction:
+    """The exact ``v`` rounded to a multiple of ``quantum`` by ``rounding`` (``round_to_integer``'s modes)."""
+    return round_to_integer(v / quantum, rounding) * quantum
+
+
+def round_bits(x: Fraction, bits: int, rounding: Rounding | str) -> Fraction:
+    """The exact ``x`` rounded to ``bits`` fraction bits of its own binade by ``rounding`` (no range limits)."""
+    return round_to_multiple(x, Fraction(2) ** (floor_log2_exact(abs(x)) - bits), rounding) if x else x
 
 
 def floor_log2_exact(q: Fraction) -> int:

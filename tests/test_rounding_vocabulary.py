@@ -64,7 +64,7 @@ def test_models_store_members_and_compare_equal_however_the_mode_was_named():
     assert m == dataclasses.replace(m, align_rounding=Rounding.RNE, acc_rounding="rne")
 
 
-def test_logfmt_nearest_is_rna_ties_to_the_larger_magnitude():
+def test_logfmt_rounding_is_rna_by_name_member_and_default():
     # a tile of {1, 4}: levels 1 and 4 (Kmax = 3 for 3 bits: levels 1, 2, 4); 3 lies midway between 2 and 4
     x = torch.tensor([[1.0, 3.0, 4.0, 0.0]])
     for rounding in ("rna", Rounding.RNA):

@@ -63,7 +63,7 @@ from .. import __version__
 from ..accum import (AccumulatorModel, BlockScale, ChunkSum, FmaTree, FusedSum, SplitSum, emulated_matmul,
                      get_accumulator, list_accumulators)
 from ..formats import get_format
-from ..rounding import quantize, round_to_integer
+from ..rounding import INTEGER_ROUNDINGS, quantize, round_bits, round_to_integer
 
 PROBES = ("order", "alignment_bits", "negative_cut", "negative_c", "accumulator", "promotion")
 _STRUCTURES: dict[str, type] = {cls.__name__: cls for cls in (FusedSum, ChunkSum, SplitSum, FmaTree)}
@@ -238,15 +238,6 @@ def _run(model: AccumulatorModel, rows: Sequence[Row], batch: int = 32) -> list[
 
 
 # ---- closed forms ------------------------------------------------------------------------------------
-def _round_bits(x: Fraction, bits: int, mode: str) -> Fraction:
-    """Non-zero ``x`` rounded to ``bits`` fraction bits of its binade by ``mode`` (no range limits)."""
-    e = abs(x).numerator.bit_length() - abs(x).denominator.bit_length()
-    if Fraction(2) ** e > abs(x):
-        e -= 1                                          # 2^e <= |x| < 2^(e+1)
-    q = Fraction(2) ** (e - bits)
-    return round_to_integer(x / q, mode) * q
-
-
 def _lost(kind: str, g: int, i: int, j: int) -> int:
     """FPRev: the units lost when +M at i and -M at j (i < j) meet, for a summation of ``kind`` over steps of
     ``g`` products (module doc, probe (a))."""
@@ -461,14 +452,11 @@ def _probe_negative_c(doc: AccumulatorModel, run: AccumulatorModel) -> ProbeResu
     return _cut_probe("negative_c", doc, run, rule, c_only=True)
 
 
-_ACC_MODES = ("rtz", "rne", "rdown", "rup", "rna")
-
-
 def _probe_accumulator(doc: AccumulatorModel, run: AccumulatorModel) -> ProbeResult:
     """Probe (d) of the module doc."""
     m = get_format(doc.acc_format).mbits
     mode = doc.acc_rounding
-    if mode not in _ACC_MODES:
+    if mode not in INTEGER_ROUNDINGS:
         return _na("accumulator", f"no closed form for rounding {mode!r}")
     if doc.align_bits is not None and doc.align_bits < m:
         return _na("accumulator", "the alignment cuts the probe's terms before the accumulator can round them")
@@ -486,7 +474,7 @@ def _probe_accumulator(doc: AccumulatorModel, run: AccumulatorModel) -> ProbeRes
             small = float(sign * t * 2 * B / 2**mp)
             big = [float(sign * 3 * B / 2)] * 2
             rows.append((_layout(doc, big), small) if in_c else (_layout(doc, [*big, small]), 0.0))
-        return _Plan(rows, [_round_bits(v, m, mode) for v in exact_sums(B)])
+        return _Plan(rows, [round_bits(v, m, mode) for v in exact_sums(B)])
 
     placed = _small_term_plan(doc, build)
     if placed is None:
@@ -499,7 +487,7 @@ def _probe_accumulator(doc: AccumulatorModel, run: AccumulatorModel) -> ProbeRes
     bits = f">= {m + 1}" if exact[len(scan) - 1] else (str(max(kept) + 1) if kept else f"< {m - 1}")
     at_m = [i for i, c in enumerate(cases) if c[2] == m]           # the rounding cases: m' = m
     got_m = [Fraction(got[i]) if math.isfinite(got[i]) else None for i in at_m]
-    rounding = next((r for r in _ACC_MODES if got_m == [_round_bits(sums[i], m, r) for i in at_m]), "?")
+    rounding = next((r for r in INTEGER_ROUNDINGS if got_m == [round_bits(sums[i], m, r) for i in at_m]), "?")
     return _verdict("accumulator", f"{m} bits, {mode}", f"{bits} bits, {rounding}", got, plan.expected,
                     f"B = 2^{eB}", note)
 
